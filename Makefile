@@ -1,0 +1,32 @@
+# Astrid — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help setup demo test check typecheck lint format bench docs
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: ## install npm packages (from package-lock.json) and nats-server
+	@bash scripts/setup.sh
+
+demo: setup ## run the local shape on its embedded defaults
+	@npx tsx kernel/demo.ts
+
+test: ## set up, lint, typecheck and run the whole suite; ends with "N passed, N failed"
+	@bash scripts/test.sh
+
+typecheck: setup ## tsc --noEmit
+	@npx tsc --noEmit -p tsconfig.json
+
+lint: setup ## biome check
+	@npx biome check .
+
+format: setup ## biome format + safe fixes
+	@npx biome check --write .
+
+docs: setup ## regenerate generated docs (topic reference)
+	@npx tsx scripts/gen-docs.ts
+
+bench: setup ## run benchmarks (all, or SUITES="bus security")
+	@npx tsx bench/run.ts $(SUITES)
