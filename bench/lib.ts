@@ -46,7 +46,7 @@ export async function runSuite(
   for (const c of cases) {
     const task = bench.getTask(c.name);
     const r = task?.result;
-    if (!r || r.state !== "completed") {
+    if (r?.state !== "completed") {
       const why = r && "error" in r ? String((r as { error?: unknown }).error) : "no result";
       throw new Error(`bench case "${c.name}" failed: ${why}`);
     }
