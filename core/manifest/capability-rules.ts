@@ -20,6 +20,8 @@
  *   kv:                  bucket names ([a-z0-9_-]+), scoped to the capsule.
  */
 
+import { isIP } from "node:net";
+
 export type FsRoot = "cwd" | "home" | "absolute";
 
 export interface FsRule {
@@ -62,8 +64,6 @@ export interface ProcessRule {
 // Parsers. Each refuses anything outside the grammar above rather than guessing: an entry the
 // gate would read differently from its author is a hole, so ambiguity is a syntax error.
 // ---------------------------------------------------------------------------------------------
-
-import { isIP } from "node:net";
 
 export class RuleSyntaxError extends Error {
   override readonly name = "RuleSyntaxError";
@@ -120,7 +120,9 @@ export function parseFsRule(entry: string): FsRule {
   }
   for (const segment of rest.split("/")) {
     if (segment === "") {
-      throw new RuleSyntaxError(`fs path ${q(entry)} has an empty segment (leading, trailing or "//")`);
+      throw new RuleSyntaxError(
+        `fs path ${q(entry)} has an empty segment (leading, trailing or "//")`,
+      );
     }
     // ".." is how a rule escapes its root; "." is refused too so every path has one spelling.
     if (segment === ".." || segment === ".") {
@@ -165,13 +167,16 @@ function assertDnsName(entry: string, name: string): void {
     /^[0-9]+$/.test(last) ||
     /^0x/.test(last)
   ) {
-    throw new RuleSyntaxError(`${NET_EXPECTED}, got ${q(entry)} (${q(name)} is not a valid host name)`);
+    throw new RuleSyntaxError(
+      `${NET_EXPECTED}, got ${q(entry)} (${q(name)} is not a valid host name)`,
+    );
   }
 }
 
 /** Canonical text of an IP literal (IPv6 compressed, lower case) via the WHATWG URL parser. */
 function normaliseIp(address: string): string {
-  const host = new URL(isIP(address) === 6 ? `http://[${address}]/` : `http://${address}/`).hostname;
+  const host = new URL(isIP(address) === 6 ? `http://[${address}]/` : `http://${address}/`)
+    .hostname;
   return host.startsWith("[") ? host.slice(1, -1) : host;
 }
 
@@ -194,11 +199,15 @@ function parseNetHost(entry: string, text: string): NetHost {
     if (network.startsWith("[") && network.endsWith("]")) network = network.slice(1, -1);
     const family = isIP(network);
     if (family === 0 || network.includes("%")) {
-      throw new RuleSyntaxError(`${NET_EXPECTED}, got ${q(entry)} (${q(network)} is not an IP network)`);
+      throw new RuleSyntaxError(
+        `${NET_EXPECTED}, got ${q(entry)} (${q(network)} is not an IP network)`,
+      );
     }
     const max = family === 4 ? 32 : 128;
     if (!/^(0|[1-9][0-9]{0,2})$/.test(prefixText) || Number(prefixText) > max) {
-      throw new RuleSyntaxError(`CIDR prefix must be 0-${max}, got ${q(prefixText)} in ${q(entry)}`);
+      throw new RuleSyntaxError(
+        `CIDR prefix must be 0-${max}, got ${q(prefixText)} in ${q(entry)}`,
+      );
     }
     const prefix = Number(prefixText);
     const normal = normaliseIp(network);
@@ -208,7 +217,9 @@ function parseNetHost(entry: string, text: string): NetHost {
     bytes.forEach((b, i) => {
       const keep = Math.max(0, Math.min(8, prefix - i * 8));
       if ((b & (0xff >> keep)) !== 0) {
-        throw new RuleSyntaxError(`CIDR ${q(text)} has host bits set beyond /${prefix} in ${q(entry)}`);
+        throw new RuleSyntaxError(
+          `CIDR ${q(text)} has host bits set beyond /${prefix} in ${q(entry)}`,
+        );
       }
     });
     return { kind: "cidr", network: normal, prefix };
@@ -216,11 +227,16 @@ function parseNetHost(entry: string, text: string): NetHost {
   if (text.startsWith("[") && text.endsWith("]")) {
     const inner = text.slice(1, -1);
     if (isIP(inner) !== 6 || inner.includes("%")) {
-      throw new RuleSyntaxError(`${NET_EXPECTED}, got ${q(entry)} (${q(inner)} is not an IPv6 address)`);
+      throw new RuleSyntaxError(
+        `${NET_EXPECTED}, got ${q(entry)} (${q(inner)} is not an IPv6 address)`,
+      );
     }
     return { kind: "ip", address: normaliseIp(inner) };
   }
-  if (isIP(text) === 4) return { kind: "ip", address: normaliseIp(text) };
+  const family = isIP(text);
+  if (family === 4 || (family === 6 && !text.includes("%"))) {
+    return { kind: "ip", address: normaliseIp(text) };
+  }
   if (text.startsWith("*.")) {
     const suffix = text.slice(2).toLowerCase();
     assertDnsName(entry, suffix);
@@ -236,7 +252,9 @@ export function parseNetRule(entry: string): NetRule {
     throw new RuleSyntaxError(`${NET_EXPECTED}, got an empty entry`);
   }
   if (CONTROL.test(entry) || /\s/.test(entry)) {
-    throw new RuleSyntaxError(`${NET_EXPECTED}, got ${q(entry)} (contains whitespace or a control character)`);
+    throw new RuleSyntaxError(
+      `${NET_EXPECTED}, got ${q(entry)} (contains whitespace or a control character)`,
+    );
   }
   let scheme: NetScheme | undefined;
   let rest = entry;
@@ -279,7 +297,11 @@ export function parseNetRule(entry: string): NetRule {
       hostText = rest;
     }
   }
-  if (hostText.includes(":") && !hostText.startsWith("[") && isIP(hostText.split("/")[0] ?? "") !== 6) {
+  if (
+    hostText.includes(":") &&
+    !hostText.startsWith("[") &&
+    isIP(hostText.split("/")[0] ?? "") !== 6
+  ) {
     throw new RuleSyntaxError(`${NET_EXPECTED}, got ${q(entry)}`);
   }
   const host = parseNetHost(entry, hostText);
@@ -293,14 +315,17 @@ export function parseNetRule(entry: string): NetRule {
   } else {
     const d = DEFAULT_PORT[scheme];
     if (d === undefined) {
-      throw new RuleSyntaxError(`scheme "${scheme}" has no default port; write "${scheme}://host:port" in ${q(entry)}`);
+      throw new RuleSyntaxError(
+        `scheme "${scheme}" has no default port; write "${scheme}://host:port" in ${q(entry)}`,
+      );
     }
     port = d;
   }
   return { source: entry, scheme, host, port };
 }
 
-const COMMAND_NAME = /^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$/;
+// No leading "-" or ".": a command that reads as an option or a relative path is refused.
+const COMMAND_NAME = /^[A-Za-z0-9_][A-Za-z0-9._+-]*$/;
 
 export function parseProcessRule(entry: string): ProcessRule {
   const expected = `expected "<command> <arg pattern> ..." with a bare command name or absolute path`;
@@ -327,7 +352,9 @@ export function parseProcessRule(entry: string): ProcessRule {
     if (token === "*") return { kind: "one" };
     if (token === "**") {
       if (i !== rest.length - 1) {
-        throw new RuleSyntaxError(`process rule ${q(entry)}: "**" is only allowed as the last token`);
+        throw new RuleSyntaxError(
+          `process rule ${q(entry)}: "**" is only allowed as the last token`,
+        );
       }
       return { kind: "rest" };
     }
@@ -345,7 +372,9 @@ const KV_BUCKET = /^[a-z0-9_-]{1,64}$/;
 
 export function parseKvBucket(entry: string): string {
   if (typeof entry !== "string" || !KV_BUCKET.test(entry)) {
-    throw new RuleSyntaxError(`expected a bucket name of 1-64 characters [a-z0-9_-], got ${q(String(entry))}`);
+    throw new RuleSyntaxError(
+      `expected a bucket name of 1-64 characters [a-z0-9_-], got ${q(String(entry))}`,
+    );
   }
   return entry;
 }
