@@ -60,10 +60,7 @@ describe("subjectMatches", () => {
 const token = fc.stringMatching(/^[a-z0-9_-]{1,4}$/);
 const subject = fc.array(token, { minLength: 1, maxLength: 5 }).map((t) => t.join("."));
 const pattern = fc
-  .tuple(
-    fc.array(fc.oneof(token, fc.constant("*")), { minLength: 1, maxLength: 5 }),
-    fc.boolean(),
-  )
+  .tuple(fc.array(fc.oneof(token, fc.constant("*")), { minLength: 1, maxLength: 5 }), fc.boolean())
   .map(([toks, tail]) => (tail ? [...toks, ">"] : toks).join("."));
 
 describe("patternCovers", () => {
