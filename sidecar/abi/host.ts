@@ -1,0 +1,144 @@
+/**
+ * The host ABI: everything a capsule can do to the world, as one interface. A capsule has no
+ * ambient authority (sandbox, layer 1): it holds no file descriptor, socket, clock or
+ * environment of its own, and reaches all of them only through these calls, each of which the
+ * sidecar's implementation puts through the manifest gate, the token check, the budget and,
+ * when the mode asks for it, a person — and writes to the audit chain before acting.
+ *
+ * `host.wit` beside this file is the same ABI in WIT, kept ready for the component model.
+ * Every value crossing the boundary is JSON-friendly (bytes as Uint8Array, which the engines
+ * marshal), so the same interface serves QuickJS guests, core-WASM guests and tests.
+ */
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** Who a call is made for; fixed by the sidecar per invocation, never chosen by the guest. */
+export interface CallContext {
+  readonly callId: string;
+  readonly session: string;
+  readonly principal: string;
+  readonly capsule: string;
+  /** Capability token presented with the request that started this call, if any. */
+  readonly token: string | undefined;
+  /** Absolute deadline (ms since epoch); host calls fail with "timeout" after it. */
+  readonly deadline: number;
+}
+
+export type HostErrorCode =
+  | "denied"
+  | "not_found"
+  | "invalid"
+  | "timeout"
+  | "too_large"
+  | "io"
+  | "unavailable";
+
+/** The only error a guest sees from a host call: a code it can branch on and a clear message. */
+export class HostError extends Error {
+  override readonly name = "HostError";
+  constructor(
+    readonly code: HostErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface BusDelivery {
+  readonly subject: string;
+  readonly data: Uint8Array;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+export interface DirEntry {
+  readonly name: string;
+  readonly kind: "file" | "dir" | "symlink" | "other";
+}
+
+export interface FileStat {
+  readonly kind: "file" | "dir" | "symlink" | "other";
+  readonly size: number;
+  readonly mtimeMs: number;
+}
+
+export interface HttpRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly body?: Uint8Array;
+  readonly timeoutMs?: number;
+}
+
+export interface HttpResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: Uint8Array;
+}
+
+export interface SpawnRequest {
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly stdin?: Uint8Array;
+  readonly timeoutMs?: number;
+}
+
+export interface SpawnResult {
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  readonly stdout: Uint8Array;
+  readonly stderr: Uint8Array;
+  /** True when output was cut at the host's cap. */
+  readonly truncated: boolean;
+}
+
+export interface ApprovalAsk {
+  readonly kind: "tool" | "fs_read" | "fs_write" | "net" | "process" | "other";
+  readonly target: string;
+  readonly args?: unknown;
+  readonly reason: string;
+}
+
+export type ApprovalOutcome =
+  | { readonly granted: true; readonly scope: "once" | "session" | "workspace" | "always" }
+  | { readonly granted: false; readonly reason: string };
+
+/** Caps every implementation enforces (upstream Astrid's numbers where it had one). */
+export const HOST_LIMITS = {
+  maxFileBytes: 10 * 1024 * 1024,
+  maxSubscriptions: 128,
+  maxRecvTimeoutMs: 60_000,
+  maxHttpBodyBytes: 10 * 1024 * 1024,
+  maxConcurrentHttp: 4,
+  maxProcessOutputBytes: 1024 * 1024,
+  maxKvValueBytes: 1024 * 1024,
+} as const;
+
+export interface HostApi {
+  // sys
+  log(level: LogLevel, message: string, fields?: Readonly<Record<string, unknown>>): void;
+  clockNow(): number;
+  config(key: string): string | undefined;
+  secret(name: string): Promise<string>;
+  // ipc
+  ipcPublish(subject: string, data: Uint8Array): Promise<void>;
+  ipcRequest(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
+  ipcSubscribe(pattern: string): Promise<number>;
+  ipcRecv(handle: number, timeoutMs: number): Promise<BusDelivery | null>;
+  ipcUnsubscribe(handle: number): Promise<void>;
+  // kv (buckets scoped to the capsule)
+  kvGet(bucket: string, key: string): Promise<Uint8Array | null>;
+  kvSet(bucket: string, key: string, value: Uint8Array): Promise<void>;
+  kvDelete(bucket: string, key: string): Promise<void>;
+  kvList(bucket: string, prefix: string): Promise<string[]>;
+  // fs
+  fsRead(path: string): Promise<Uint8Array>;
+  fsWrite(path: string, data: Uint8Array): Promise<void>;
+  fsList(path: string): Promise<DirEntry[]>;
+  fsStat(path: string): Promise<FileStat>;
+  // net
+  httpRequest(req: HttpRequest): Promise<HttpResponse>;
+  // process
+  processSpawn(req: SpawnRequest): Promise<SpawnResult>;
+  // approval
+  approvalRequest(ask: ApprovalAsk): Promise<ApprovalOutcome>;
+}
