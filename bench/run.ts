@@ -1,21 +1,34 @@
 /**
- * `make bench` entry: runs every suite given on the command line (or all), each in this
- * process, printing one table per suite. Usage: tsx bench/run.ts [bus] [security] ...
+ * `make bench` entry: runs every suite named on the command line (or all), in this process,
+ * printing one table per suite with each figure beside its baseline.
+ * Usage: tsx bench/run.ts [bus] [security] [tokens] [gate] [budget] [audit]
  */
 import { machineLine } from "./lib.js";
 
-const suites: Record<string, () => Promise<unknown>> = {
-  bus: () => import("./bus.js").then((m) => m.main()),
+type Suite = () => Promise<unknown>;
+const suite =
+  (load: () => Promise<{ main: () => Promise<unknown> }>): Suite =>
+  () =>
+    load().then((m) => m.main());
+
+const suites: Record<string, Suite> = {
+  bus: suite(() => import("./bus.js")),
+  tokens: suite(() => import("./tokens.js")),
+  gate: suite(() => import("./gate.js")),
+  budget: suite(() => import("./budget.js")),
+  audit: suite(() => import("./audit.js")),
 };
+// `security` is issue 3's set: every layer plus the audit chain.
+const groups: Record<string, string[]> = { security: ["tokens", "gate", "budget", "audit"] };
 
 const wanted = process.argv.slice(2);
-const names = wanted.length > 0 ? wanted : Object.keys(suites);
-console.log(`# Astrid benchmarks — ${machineLine()}`);
-for (const name of names) {
-  const run = suites[name];
-  if (!run) {
-    console.error(`unknown suite "${name}"; known: ${Object.keys(suites).join(", ")}`);
-    process.exit(2);
-  }
-  await run();
+const names = (wanted.length > 0 ? wanted : Object.keys(suites)).flatMap((n) => groups[n] ?? [n]);
+const unknown = names.filter((n) => !suites[n]);
+if (unknown.length > 0) {
+  console.error(
+    `unknown suite(s) ${unknown.join(", ")}; known: ${[...Object.keys(suites), ...Object.keys(groups)].join(", ")}`,
+  );
+  process.exit(2);
 }
+console.log(`# Astrid benchmarks — ${machineLine()}`);
+for (const name of names) await suites[name]!();

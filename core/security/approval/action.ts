@@ -4,7 +4,7 @@
  * grant matches), so a grant can never be about something other than what was shown.
  */
 import { z } from "zod";
-import { canonicalHash } from "./canonical-json.js";
+import { canonicalHash } from "../../canonical-json.js";
 
 export const ACTION_KINDS = [
   "fs_read",

@@ -3,8 +3,8 @@ import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { canonicalJson } from "../../canonical-json.js";
 import { type ApprovalAction, argsHash } from "./action.js";
-import { canonicalJson } from "./canonical-json.js";
 import { GrantFileError } from "./grant-file.js";
 import { type ApprovalAnswer, type ApprovalRequest, newApprovalRequest } from "./request.js";
 import {

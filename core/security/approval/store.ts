@@ -21,8 +21,8 @@
  * arguments is a different action.
  */
 import path from "node:path";
+import { canonicalJson } from "../../canonical-json.js";
 import { type ActionKind, type ApprovalAction, approvalActionSchema } from "./action.js";
-import { canonicalJson } from "./canonical-json.js";
 import {
   type AlwaysGrant,
   type GrantFile,

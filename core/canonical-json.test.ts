@@ -47,3 +47,24 @@ describe("canonicalJson", () => {
     );
   });
 });
+
+describe("canonicalJson ordering and sharing", () => {
+  it("orders keys by UTF-16 code units, as RFC 8785 does", () => {
+    // "\u{1F600}" is a surrogate pair (0xD83D…) and sorts before "\uFFFD" by code units.
+    expect(canonicalJson({ "\uFFFD": 1, "\u{1F600}": 2, é: 3, z: 4, Z: 5 })).toBe(
+      '{"Z":5,"z":4,"é":3,"😀":2,"�":1}',
+    );
+  });
+
+  it("writes numbers as ECMAScript does", () => {
+    expect(canonicalJson([1e21, 0.1, -0, 5e-7])).toBe("[1e+21,0.1,0,5e-7]");
+  });
+
+  it("accepts the same object twice when it is not a cycle, and refuses a cycle", () => {
+    const shared = { k: 1 };
+    expect(canonicalJson([shared, shared])).toBe('[{"k":1},{"k":1}]');
+    const a: Record<string, unknown> = {};
+    a.self = { back: a };
+    expect(() => canonicalJson(a)).toThrow("canonical JSON cannot encode a cycle at $.self.back");
+  });
+});

@@ -1,6 +1,6 @@
 /**
- * Canonical JSON: object keys sorted (by UTF-16 code units, as RFC 8785 JCS does), no
- * whitespace, numbers as JavaScript prints them. Two equal argument objects always give the
+ * Canonical JSON, shared by approvals (args hashes) and the audit chain (entry hashes): object
+ * keys sorted by UTF-16 code units (as RFC 8785 JCS does), no whitespace, numbers as JavaScript prints them. Two equal argument objects always give the
  * same bytes, so their sha256 can bind an approval or an audit entry to exactly the arguments a
  * person saw — `{"a":1,"b":2}` and `{"b":2,"a":1}` must not be two different approvals, and a
  * value JSON cannot carry (NaN, bigint, a Date's hidden fields) must not quietly hash to "null".
