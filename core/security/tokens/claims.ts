@@ -39,6 +39,14 @@ export const capabilityClaimsSchema = z
     jti: z.string().regex(JTI, "expected 22 base64url characters (128 random bits)"),
     /** Single use: the first successful verify consumes it. */
     once: z.literal(true).optional(),
+    /**
+     * Argument binding: sha256 (hex) of the canonical JSON of the call's arguments. An "allow
+     * always" approval of one tool call or command must not turn into a grant for any arguments.
+     */
+    arg: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, "expected 64 lowercase hex digits (sha256 of the arguments)")
+      .optional(),
     /** Session binding: only valid for calls made in this session. */
     ses: z.string().min(1).max(128).optional(),
   })

@@ -30,7 +30,7 @@ describe("mintToken", () => {
       'invalid claims: res.0: resource "fs:/work/../etc/**": "." and ".." path segments are refused',
     );
     expect(() => mintToken({ ...ok, res: ["file:///etc/passwd"] }, issuer)).toThrow(
-      'invalid claims: res.0: resource "file:///etc/passwd": expected a tool:, fs:, net: or topic: prefix',
+      'invalid claims: res.0: resource "file:///etc/passwd": expected a tool:, fs:, net:, topic: or process: prefix',
     );
     expect(() => mintToken({ ...ok, res: ["fs:relative/**"] }, issuer)).toThrow(
       'invalid claims: res.0: resource "fs:relative/**": fs paths must be absolute',

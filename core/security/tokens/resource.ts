@@ -1,6 +1,7 @@
 /**
  * The resource grammar of capability tokens, one prefix per kind of authority:
- * `tool:<name glob>`, `fs:<absolute path glob>`, `net:<host>:<port>`, `topic:<subject pattern>`.
+ * `tool:<name glob>`, `fs:<absolute path glob>`, `net:<host>:<port>`, `topic:<subject pattern>`,
+ * `process:<command glob>` (a bare command name or an absolute path, as the manifest names it).
  * The same parser checks the globs a token is minted with (and, again, verified with) and the
  * concrete resources a request names, so a malformed or escaping resource never reaches a
  * matcher.
@@ -8,7 +9,7 @@
 import picomatch from "picomatch";
 import { assertPattern, patternCovers } from "../../bus/subject.js";
 
-export type ResourceKind = "tool" | "fs" | "net" | "topic";
+export type ResourceKind = "tool" | "fs" | "net" | "topic" | "process";
 
 export interface Resource {
   readonly kind: ResourceKind;
@@ -24,6 +25,8 @@ export const MAX_RESOURCE_LENGTH = 1024;
 
 const TOOL_GLOB = /^[A-Za-z0-9_.\-/*?{},]+$/;
 const TOOL_NAME = /^[A-Za-z0-9_.\-/]+$/;
+const PROCESS_GLOB = /^(\/?[A-Za-z0-9_.*-]+)+$/;
+const PROCESS_NAME = /^(\/?[A-Za-z0-9_.-]+)+$/;
 const HOST_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const IPV6 = /^\[[0-9a-f:.]+\]$/;
@@ -48,6 +51,16 @@ export function parseResource(s: string, as: "glob" | "request"): Resource {
         );
       }
       return { kind: "tool", value };
+    case "process":
+      if (
+        !(as === "glob" ? PROCESS_GLOB : PROCESS_NAME).test(value) ||
+        value.split("/").includes("..")
+      ) {
+        throw new ResourceError(
+          `resource "${s}": expected process:<command${as === "glob" ? " glob" : ""}>, a bare name or an absolute path of A-Z a-z 0-9 _ . - /${as === "glob" ? " *" : ""} without ".."`,
+        );
+      }
+      return { kind: "process", value };
     case "fs":
       checkFsPath(s, value, as);
       return { kind: "fs", value };
@@ -62,7 +75,9 @@ export function parseResource(s: string, as: "glob" | "request"): Resource {
       }
       return { kind: "topic", value };
     default:
-      throw new ResourceError(`resource "${s}": expected a tool:, fs:, net: or topic: prefix`);
+      throw new ResourceError(
+        `resource "${s}": expected a tool:, fs:, net:, topic: or process: prefix`,
+      );
   }
 }
 
@@ -143,6 +158,7 @@ function compile(r: Resource): (value: string) => boolean {
   switch (r.kind) {
     case "tool":
     case "fs":
+    case "process":
       return picomatch(r.value, PICOMATCH);
     case "topic":
       // Covering, so a grant of `a.*` lets a call use `a.b` or `a.*` but never `a.>`.

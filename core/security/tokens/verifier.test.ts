@@ -302,6 +302,31 @@ describe("TokenVerifier: binding and scope", () => {
       reason: 'token is bound to session "s1", not a call without a session',
     });
   });
+
+  it("binds an argument-bound token to exactly those arguments", async () => {
+    const h1 = "a".repeat(64);
+    const h2 = "b".repeat(64);
+    const t = mint({ res: ["process:git"], perm: ["execute"], arg: h1 });
+    const run = { principal: "alice", resource: "process:git", permission: "execute" } as const;
+    expect((await verifier.verify(t, { ...run, argsHash: h1 })).allowed).toBe(true);
+    expect(await verifier.verify(t, { ...run, argsHash: h2 })).toMatchObject({
+      reason: "token is bound to arguments aaaaaaaaaaaa…, not bbbbbbbbbbbb…",
+    });
+    expect(await verifier.verify(t, run)).toMatchObject({
+      reason: "token is bound to arguments aaaaaaaaaaaa…, not a call without arguments",
+    });
+    expect(
+      await verifier.verify(t, { ...run, resource: "process:/usr/bin/git", argsHash: h1 }),
+    ).toMatchObject({
+      reason: 'resource "process:/usr/bin/git" is outside the token\'s scope [process:git]',
+    });
+  });
+
+  it("refuses process resources that climb out with ..", () => {
+    expect(() => mint({ res: ["process:/usr/bin/../../tmp/x"] })).toThrow(
+      "expected process:<command glob>, a bare name or an absolute path",
+    );
+  });
 });
 
 describe("TokenVerifier: revocation, single use, rotation", () => {

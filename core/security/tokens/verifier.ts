@@ -26,6 +26,8 @@ export interface TokenRequest {
   readonly permission: Permission;
   /** The session the call belongs to; required by session-bound tokens. */
   readonly session?: string;
+  /** sha256 of the canonical JSON of the call's arguments; required by argument-bound tokens. */
+  readonly argsHash?: string;
 }
 
 export interface TokenVerifierOptions {
@@ -171,6 +173,12 @@ export class TokenVerifier {
       return deny(
         "token",
         `token is bound to session "${c.ses}", not ${req.session === undefined ? "a call without a session" : `"${req.session}"`}`,
+      );
+    }
+    if (c.arg !== undefined && c.arg !== req.argsHash) {
+      return deny(
+        "token",
+        `token is bound to arguments ${c.arg.slice(0, 12)}…, not ${req.argsHash === undefined ? "a call without arguments" : `${req.argsHash.slice(0, 12)}…`}`,
       );
     }
     const unavailable = this.revocations.unavailable();
