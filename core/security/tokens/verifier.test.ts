@@ -373,3 +373,23 @@ describe("TokenVerifier: revocation, single use, rotation", () => {
     expect(() => keys.add(ec)).toThrow("expected an ed25519 key, got x25519");
   });
 });
+
+describe("TokenVerifier.applies", () => {
+  it("says whether an authentic token speaks about a request, without judging validity", () => {
+    const t = mint();
+    expect(verifier.applies(t, readWork)).toBe(true);
+    expect(verifier.applies(t, { ...readWork, resource: "fs:/etc/passwd" })).toBe(false);
+    expect(verifier.applies(t, { ...readWork, permission: "write" })).toBe(false);
+    const sig = t.split(".")[2]!;
+    const flipped = `${sig.slice(0, 10)}${sig[10] === "A" ? "B" : "A"}${sig.slice(11)}`;
+    expect(verifier.applies(`${t.split(".").slice(0, 2).join(".")}.${flipped}`, readWork)).toBe(
+      false,
+    );
+    revocations.revoke(
+      JSON.parse(Buffer.from(t.split(".")[1]!, "base64url").toString()).jti,
+      S0 + 3600,
+    );
+    // Revocation is verify()'s business: applies() only answers "is this token about that?".
+    expect(verifier.applies(t, readWork)).toBe(true);
+  });
+});

@@ -90,6 +90,30 @@ export class TokenVerifier {
     return deny("token", `single-use token ${r.redeem.jti} must be redeemed through verify()`);
   }
 
+  /**
+   * Whether an authentic token speaks about this request at all (resource, permission and
+   * argument binding match), without judging its validity. The sidecar uses it for host calls
+   * made during a call whose token was already verified: a token for `tool:x` says nothing about
+   * a file the tool reads, so that read goes to the approval question instead of being denied.
+   */
+  applies(token: string, req: TokenRequest): boolean {
+    const nowMs = this.clock();
+    let v = this.cache?.get(token, nowMs);
+    if (v === undefined) {
+      const fresh = this.authenticate(token, nowMs);
+      if (typeof fresh === "string") return false;
+      v = fresh;
+      this.cache?.set(token, v);
+    }
+    try {
+      if (v.scope.match(req.resource) === undefined) return false;
+    } catch {
+      return false;
+    }
+    if (!v.claims.perm.includes(req.permission)) return false;
+    return v.claims.arg === undefined || v.claims.arg === req.argsHash;
+  }
+
   private evaluate(token: string, req: TokenRequest): Decision | Redeem {
     const nowMs = this.clock();
     let v = this.cache?.get(token, nowMs);
