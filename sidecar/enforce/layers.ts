@@ -1,0 +1,123 @@
+/**
+ * Layers 2, 4 and 5 for one host action, in the order the brief fixes: the manifest gate
+ * first (nothing widens it), then a presented capability token (a bad one is refused, never
+ * ignored; a good one is trust already granted, so no person is asked), then the security
+ * mode's question whether a person must approve. Each step is written to the audit chain
+ * before the next runs; budgets are charged per request in serve.ts, not per host call.
+ */
+import { realpath } from "node:fs/promises";
+import path from "node:path";
+import { argsHash } from "../../core/security/approval/action.js";
+import type { Approvals } from "../../core/security/approval/approvals.js";
+import { newApprovalRequest } from "../../core/security/approval/request.js";
+import type { Decision } from "../../core/security/decision.js";
+import {
+  approvalReason,
+  needsApproval,
+  type SecurityMode,
+} from "../../core/security/modes/modes.js";
+import type { Permission } from "../../core/security/tokens/claims.js";
+import type { TokenVerifier } from "../../core/security/tokens/verifier.js";
+import type { CallContext } from "../abi/host.js";
+import type { DecisionLog } from "./decision-log.js";
+
+export type HostActionKind = "fs_read" | "fs_write" | "net" | "process" | "tool";
+
+export interface HostAction {
+  readonly kind: HostActionKind;
+  /** Path, host:port, command or tool name, as the audit and the approval prompt show it. */
+  readonly target: string;
+  /** Hashed into the audit entry and, for process and tool, bound into approvals. */
+  readonly args?: unknown;
+  /** The audit action name, e.g. "fs.read". */
+  readonly audit: string;
+  /** The manifest gate's answer for this action. */
+  readonly gate: () => Decision | Promise<Decision>;
+  /** Token resource, e.g. "fs:/work/a.txt", "net:api.example.com:443", "process:git". */
+  readonly resource: string;
+  readonly permission: Permission;
+}
+
+export interface LayersOptions {
+  readonly log: DecisionLog;
+  /** Absent only where tokens are not configured; a presented token is then refused. */
+  readonly tokens: TokenVerifier | undefined;
+  readonly approvals: Approvals;
+  readonly mode: SecurityMode;
+  /** `--yes`: approvals answered as in autonomous mode; nothing else changes. */
+  readonly yes: boolean;
+  readonly workspace: string;
+  readonly approvalTimeoutMs: number;
+}
+
+export class CapsuleLayers {
+  private workspaceReal: Promise<string> | undefined;
+
+  constructor(private readonly o: LayersOptions) {}
+
+  get mode(): SecurityMode {
+    return this.o.mode;
+  }
+
+  async authorize(ctx: CallContext, action: HostAction): Promise<Decision> {
+    const who = ctx;
+    const gate = await this.o.log.record(
+      who,
+      await action.gate(),
+      action.audit,
+      action.target,
+      action.args,
+    );
+    if (!gate.allowed) return gate;
+
+    // A token presented with the call that covers this action is trust already given: it is
+    // verified in full (expiry, revocation, single use) and no person is asked. A token about
+    // other resources says nothing here, and the action goes to the approval question.
+    const tokenRequest = {
+      principal: ctx.principal,
+      resource: action.resource,
+      permission: action.permission,
+      session: ctx.session,
+      argsHash: argsHash(action.args ?? null),
+    };
+    if (ctx.token !== undefined && this.o.tokens?.applies(ctx.token, tokenRequest)) {
+      const verdict = await this.o.tokens.verify(ctx.token, tokenRequest);
+      return this.o.log.record(who, verdict, action.audit, action.target);
+    }
+
+    const modeAction =
+      action.kind === "fs_read" || action.kind === "fs_write"
+        ? { kind: action.kind, inWorkspace: await this.inWorkspace(action.target) }
+        : { kind: action.kind };
+    if (!needsApproval(this.o.mode, modeAction, { yes: this.o.yes })) return gate;
+
+    const request = newApprovalRequest({
+      session: ctx.session,
+      principal: ctx.principal,
+      capsule: ctx.capsule,
+      action: { kind: action.kind, target: action.target, argsHash: argsHash(action.args ?? null) },
+      reason: approvalReason(this.o.mode, modeAction),
+      workspace: this.o.workspace,
+      timeoutMs: Math.max(1, Math.min(this.o.approvalTimeoutMs, ctx.deadline - Date.now())),
+    });
+    const { decision } = await this.o.approvals.authorize(request);
+    return this.o.log.record(who, decision, "approval.decided", action.target, action.args);
+  }
+
+  /** Where a path really lies decides which row of the mode table applies. */
+  private async inWorkspace(p: string): Promise<boolean> {
+    this.workspaceReal ??= realpath(this.o.workspace);
+    const root = await this.workspaceReal;
+    let real: string;
+    try {
+      real = await realpath(p);
+    } catch {
+      try {
+        real = path.join(await realpath(path.dirname(p)), path.basename(p));
+      } catch {
+        return false; // unknown location counts as outside
+      }
+    }
+    return real === root || real.startsWith(`${root}/`);
+  }
+}
