@@ -63,6 +63,11 @@ export interface NatsBusOptions extends BusOptions {
   reconnect?: Partial<BackoffOptions>;
   /** How long `close()` waits for subscriptions to drain before closing anyway (5 s). */
   drainTimeoutMs?: number;
+  /**
+   * Prefix of this connection's reply inboxes (default `_INBOX`). A capsule's sidecar uses
+   * `_INBOX.<capsule>` so its NATS user can be allowed its own replies and nobody else's.
+   */
+  inboxPrefix?: string;
 }
 
 export async function connectNatsBus(opts: NatsBusOptions): Promise<NatsBus> {
@@ -76,6 +81,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<NatsBus> {
       pass: opts.pass,
       token: opts.token,
       timeout: opts.timeoutMs,
+      ...(opts.inboxPrefix ? { inboxPrefix: opts.inboxPrefix } : {}),
       // A sidecar outlives any server restart: it never gives up reconnecting.
       maxReconnectAttempts: -1,
       reconnectDelayHandler: backoff.delay,
@@ -88,7 +94,13 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<NatsBus> {
       err,
     );
   }
-  return new NatsBus(nc, backoff, opts.onError ?? defaultOnError, opts.drainTimeoutMs ?? 5000);
+  return new NatsBus(
+    nc,
+    backoff,
+    opts.onError ?? defaultOnError,
+    opts.drainTimeoutMs ?? 5000,
+    opts.inboxPrefix,
+  );
 }
 
 class NatsBusMessage implements BusMessage {
@@ -161,6 +173,7 @@ export class NatsBus implements Bus {
     private readonly backoff: ReconnectBackoff,
     private readonly onError: (err: Error) => void,
     private readonly drainTimeoutMs: number,
+    private readonly inboxPrefix = "_INBOX",
   ) {
     this.knownMaxPayload = connection.info?.max_payload ?? 1024 * 1024;
     void this.watchStatus();
@@ -237,7 +250,7 @@ export class NatsBus implements Bus {
   }
 
   newInbox(): string {
-    return createInbox();
+    return createInbox(this.inboxPrefix);
   }
 
   async flush(): Promise<void> {

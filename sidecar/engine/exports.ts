@@ -1,0 +1,86 @@
+/**
+ * What a capsule serves on the bus, whatever its engine: a list of exports, each a subject and
+ * a function from a decoded request to a reply body. The sidecar puts every call through the
+ * layers before calling one, so engines know nothing of security.
+ */
+
+import type { z } from "zod";
+import type { Envelope } from "../../core/protocol/envelope.js";
+import type * as m from "../../core/protocol/messages.js";
+import type {
+  ContextRequest,
+  ToolExecuteRequest,
+  ToolResult,
+} from "../../core/protocol/messages.js";
+import { subjects } from "../../core/protocol/topics.js";
+import type { CallContext, HostApi } from "../abi/host.js";
+import type { McpEngine } from "./mcp/mcp-engine.js";
+import type { StaticEngine } from "./static/static-engine.js";
+
+export type Reply =
+  | { readonly kind: "tool.result"; readonly body: ToolResult }
+  | {
+      readonly kind: "tool.describe.response";
+      readonly body: z.infer<typeof m.ToolDescribeResponse>;
+    }
+  | { readonly kind: "llm.chat.response"; readonly body: z.infer<typeof m.LlmChatResponse> }
+  | { readonly kind: "context.bundle"; readonly body: z.infer<typeof m.ContextBundle> };
+
+export type ExportKind = "tool" | "describe" | "llm" | "context";
+
+export interface CapsuleExport {
+  readonly subject: string;
+  readonly kind: ExportKind;
+  /** The request kind this export accepts. */
+  readonly accepts:
+    | "tool.execute.request"
+    | "tool.describe.request"
+    | "llm.chat.request"
+    | "context.request";
+  call(req: Envelope, ctx: CallContext, host: HostApi): Promise<Reply>;
+}
+
+function remaining(ctx: CallContext): number {
+  return Math.max(1, ctx.deadline - Date.now());
+}
+
+export function mcpExports(engine: McpEngine, capsule: string): CapsuleExport[] {
+  const out: CapsuleExport[] = [
+    {
+      subject: subjects.toolDescribe(capsule),
+      kind: "describe",
+      accepts: "tool.describe.request",
+      call: async () => ({ kind: "tool.describe.response", body: { tools: engine.tools() } }),
+    },
+  ];
+  for (const tool of engine.tools()) {
+    out.push({
+      subject: subjects.toolExecute(tool.name),
+      kind: "tool",
+      accepts: "tool.execute.request",
+      async call(req, ctx) {
+        const body = req.body as ToolExecuteRequest;
+        const r = await engine.callTool(tool.name, body.arguments, { timeoutMs: remaining(ctx) });
+        return {
+          kind: "tool.result",
+          body: { callId: body.callId, content: r.content, isError: r.isError },
+        };
+      },
+    });
+  }
+  return out;
+}
+
+export function staticExports(engine: StaticEngine, capsule: string): CapsuleExport[] {
+  return [
+    {
+      subject: subjects.contextGet(capsule),
+      kind: "context",
+      accepts: "context.request",
+      async call(req) {
+        const body = req.body as z.infer<typeof ContextRequest>;
+        return { kind: "context.bundle", body: engine.bundle(body.names) };
+      },
+    },
+  ];
+}

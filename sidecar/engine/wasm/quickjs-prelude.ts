@@ -1,0 +1,86 @@
+/**
+ * Guest-side JavaScript evaluated in every QuickJS context before the capsule's bundle. It
+ * turns the two raw host functions into the `astrid` global and returns the dispatcher the
+ * engine calls handlers through.
+ *
+ * Bytes cross the boundary without base64: the guest replaces each Uint8Array in the
+ * arguments with `{"$buf": i}` and passes the i-th ArrayBuffer as an extra argument; results
+ * come back as `[json, ...arrayBuffers]` and are revived the same way.
+ *
+ * The prelude captures JSON, Promise and friends before the bundle runs so a capsule that
+ * replaces them breaks only itself; the engine never trusts what the dispatcher returns
+ * (type, size and JSON are checked host-side).
+ */
+export const RAW_HOST_GLOBAL = "__astridRawHost";
+
+export const QUICKJS_PRELUDE = `(() => {
+  "use strict";
+  const raw = globalThis.${RAW_HOST_GLOBAL};
+  delete globalThis.${RAW_HOST_GLOBAL};
+  const parse = JSON.parse;
+  const stringify = JSON.stringify;
+  const freeze = Object.freeze;
+  const isBufRef = (v) =>
+    v !== null && typeof v === "object" && !Array.isArray(v) &&
+    Object.keys(v).length === 1 && Number.isInteger(v.$buf);
+  const pack = (args) => {
+    const bufs = [];
+    const json = stringify(args === undefined ? {} : args, (_k, v) => {
+      if (v instanceof Uint8Array) {
+        bufs.push(v.buffer.slice(v.byteOffset, v.byteOffset + v.byteLength));
+        return { $buf: bufs.length - 1 };
+      }
+      if (v instanceof ArrayBuffer) {
+        bufs.push(v.slice(0));
+        return { $buf: bufs.length - 1 };
+      }
+      return v;
+    });
+    return [json, bufs];
+  };
+  const unpack = (json, bufs) =>
+    json === undefined ? undefined : parse(json, (_k, v) => (isBufRef(v) ? new Uint8Array(bufs[v.$buf]) : v));
+  const call = (op, args) => {
+    const [json, bufs] = pack(args);
+    return raw.call(op, json, ...bufs).then((r) => unpack(r[0], r.slice(1)));
+  };
+  const callSync = (op, args) => unpack(raw.callSync(op, pack(args)[0]), []);
+  const astrid = {
+    sys: {
+      log: (level, message, fields) => callSync("sys.log", { level, message, fields }),
+      clockNow: () => callSync("sys.clock-now", {}),
+      config: (key) => callSync("sys.config", { key }),
+      secret: (name) => call("sys.secret", { name }),
+    },
+    ipc: {
+      publish: (subject, data) => call("ipc.publish", { subject, data }),
+      request: (subject, data, timeoutMs) => call("ipc.request", { subject, data, timeoutMs }),
+      subscribe: (pattern) => call("ipc.subscribe", { pattern }),
+      recv: (handle, timeoutMs) => call("ipc.recv", { handle, timeoutMs }),
+      unsubscribe: (handle) => call("ipc.unsubscribe", { handle }),
+    },
+    kv: {
+      get: (bucket, key) => call("kv.get", { bucket, key }),
+      set: (bucket, key, value) => call("kv.set", { bucket, key, value }),
+      delete: (bucket, key) => call("kv.delete", { bucket, key }),
+      list: (bucket, prefix) => call("kv.list", { bucket, prefix }),
+    },
+    fs: {
+      read: (path) => call("fs.read", { path }),
+      write: (path, data) => call("fs.write", { path, data }),
+      list: (path) => call("fs.list", { path }),
+      stat: (path) => call("fs.stat", { path }),
+    },
+    net: { httpRequest: (req) => call("net.http-request", req) },
+    process: { spawn: (req) => call("process.spawn", req) },
+    approval: { request: (ask) => call("approval.request", ask) },
+    call,
+  };
+  astrid.log = astrid.sys.log;
+  for (const k of Object.keys(astrid)) if (typeof astrid[k] === "object") freeze(astrid[k]);
+  Object.defineProperty(globalThis, "astrid", { value: freeze(astrid), enumerable: false });
+  return async (handler, inputJson) => {
+    const out = await handler(parse(inputJson));
+    return out === undefined ? "null" : stringify(out);
+  };
+})()`;
