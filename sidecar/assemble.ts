@@ -4,6 +4,7 @@
  * (a pod's container) and the local daemon both call this, so both shapes enforce the same way.
  */
 import type { KeyObject } from "node:crypto";
+import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { AuditChain } from "../core/audit/index.js";
 import type { Bus } from "../core/bus/bus.js";
@@ -22,10 +23,12 @@ import type { TokenVerifier } from "../core/security/tokens/verifier.js";
 import type { LogLevel } from "./abi/host.js";
 import { attachBusApprover } from "./enforce/approvals-over-bus.js";
 import { type KvStore, MemoryKvStore } from "./enforce/kv.js";
-import { type CapsuleExport, mcpExports, staticExports } from "./engine/exports.js";
+import { type CapsuleExport, mcpExports, staticExports, wasmExports } from "./engine/exports.js";
 import { McpEngine } from "./engine/mcp/mcp-engine.js";
 import { serverEnvironment } from "./engine/mcp/server-env.js";
 import { StaticEngine } from "./engine/static/static-engine.js";
+import { CoreWasmEngine } from "./engine/wasm/core-engine.js";
+import { QuickJsEngine } from "./engine/wasm/quickjs-engine.js";
 import { Sidecar, type SidecarObserver } from "./sidecar.js";
 
 export interface AssembleOptions {
@@ -83,6 +86,7 @@ export async function assembleSidecar(o: AssembleOptions): Promise<AssembledSide
   });
   const { config, secrets } = splitEnv(m, o.env ?? {});
 
+  await mkdir(path.join(o.stateDir, "budget"), { recursive: true, mode: 0o700 });
   const audit = await AuditChain.open(o.auditDir, { key: o.identity.key, keyId: o.identity.keyId });
   const broker = new ApprovalBroker();
   const detachApprover = attachBusApprover({ bus: o.bus, broker, capsule });
@@ -157,6 +161,7 @@ export async function assembleSidecar(o: AssembleOptions): Promise<AssembledSide
       mode: o.mode,
       yes: o.yes ?? false,
       workspace: o.workspace,
+      home: o.home,
       approvalTimeoutMs: o.approvalTimeoutMs ?? 120_000,
       ledger,
       kv: o.kv ?? new MemoryKvStore(),
@@ -264,7 +269,24 @@ async function startEngine(
       const st = await StaticEngine.load(o.packageDir, section);
       return { exports: staticExports(st, capsule), stop: async () => {} };
     }
-    case "wasm":
-      throw new Error(`${capsule}: the wasm engine is not wired into the sidecar yet`);
+    case "wasm": {
+      const file = path.join(o.packageDir, engine.module);
+      const guest =
+        engine.kind === "quickjs"
+          ? await QuickJsEngine.create({
+              source: await readFile(file, "utf8"),
+              memoryMb: engine.memory_mb,
+              stackKb: engine.stack_kb,
+              timeoutMs: engine.timeout_ms,
+              name: capsule,
+            })
+          : await CoreWasmEngine.create({
+              wasm: new Uint8Array(await readFile(file)),
+              memoryMb: engine.memory_mb,
+              timeoutMs: engine.timeout_ms,
+              name: capsule,
+            });
+      return { exports: wasmExports(guest, o.manifest.handlers), stop: () => guest.stop() };
+    }
   }
 }

@@ -27,7 +27,7 @@ import type { ManifestGate } from "../core/security/gate/gate.js";
 import { approvalReason, needsApproval, type SecurityMode } from "../core/security/modes/modes.js";
 import type { TokenVerifier } from "../core/security/tokens/verifier.js";
 import { type CallContext, HostError, type LogLevel } from "./abi/host.js";
-import { CapsuleBus } from "./enforce/capsule-bus.js";
+import { CapsuleBus, IpcDeniedError } from "./enforce/capsule-bus.js";
 import { DecisionLog, type DecisionObserver } from "./enforce/decision-log.js";
 import { EnforcedHost } from "./enforce/host.js";
 import type { KvStore } from "./enforce/kv.js";
@@ -56,6 +56,7 @@ export interface SidecarOptions {
   readonly mode: SecurityMode;
   readonly yes: boolean;
   readonly workspace: string;
+  readonly home: string;
   readonly approvalTimeoutMs: number;
   /** The session's budget ledger, opened on first use; undefined = no budget configured. */
   readonly ledger: (session: string) => Promise<BudgetLedger | undefined>;
@@ -109,13 +110,23 @@ export class Sidecar {
     for (const exp of o.exports) {
       // The sidecar subscribes on the capsule's behalf, inside the capsule's ACL; a queue
       // group lets several replicas of one capsule share the work.
-      const sub = await s.capsuleBus.subscribe(
-        who,
-        exp.subject,
-        (msg) => s.track(s.serve(exp, msg)),
-        `capsule.${o.capsule}`,
-      );
-      s.subs.push(sub);
+      // An export the manifest does not let the capsule receive (an MCP server offering more
+      // tools than its capsule declares) is left unserved: the denial is audited, not fatal.
+      try {
+        const sub = await s.capsuleBus.subscribe(
+          who,
+          exp.subject,
+          (msg) => s.track(s.serve(exp, msg)),
+          `capsule.${o.capsule}`,
+        );
+        s.subs.push(sub);
+      } catch (err) {
+        if (!(err instanceof IpcDeniedError)) throw err;
+        o.logger("warn", "export not served: outside the capsule's ipc_subscribe", {
+          subject: exp.subject,
+          reason: err.message,
+        });
+      }
     }
     s.subs.push(o.bus.subscribe(subjects.capsuleHealth(o.capsule), (msg) => s.answerHealth(msg)));
     s.state = "ready";
@@ -244,6 +255,7 @@ export class Sidecar {
           config: this.o.config,
           secrets: this.o.secrets,
           workspace: this.o.workspace,
+          home: this.o.home,
           logger: this.o.logger,
         },
         ctx,
@@ -273,9 +285,10 @@ export class Sidecar {
         end?.(err.outcome);
         return;
       }
-      const e = err as Error & { code?: string };
-      const code =
-        e instanceof HostError || typeof e.code === "string" ? mapCode(e.code) : "internal";
+      // A guest that let a host denial escape reports it as its own failure; the caller still
+      // learns it was a denial (guestCode), not an internal fault.
+      const e = err as Error & { code?: string; guestCode?: string };
+      const code = mapCode(e.guestCode ?? e.code);
       this.o.logger("warn", "call failed", { subject: msg.subject, error: e.message });
       await this.log
         .note(ctx, "lifecycle", `${exp.kind}.failed`, exp.subject, e.message)

@@ -48,6 +48,7 @@ export interface HostDeps {
   /** Declared secret values; only names the manifest declares are ever put here. */
   readonly secrets: Readonly<Record<string, string>>;
   readonly workspace: string;
+  readonly home: string;
   readonly logger: (level: LogLevel, message: string, fields: Record<string, unknown>) => void;
   /** DNS for http requests; tests pass their own resolver. */
   readonly lookup?: DnsLookup;
@@ -239,8 +240,11 @@ export class EnforcedHost implements HostApi {
 
   // ── fs ───────────────────────────────────────────────────────────────────────────────────
 
+  /** `cwd://x` and relative paths are in the workspace, `home://x` in the home directory. */
   private abs(p: string): string {
     if (typeof p !== "string" || p.length === 0) throw new HostError("invalid", "empty path");
+    if (p.startsWith("cwd://")) return path.join(this.d.workspace, p.slice(6));
+    if (p.startsWith("home://")) return path.join(this.d.home, p.slice(7));
     return path.isAbsolute(p) ? p : path.join(this.d.workspace, p);
   }
 

@@ -16,6 +16,7 @@ import { subjects } from "../../core/protocol/topics.js";
 import type { CallContext, HostApi } from "../abi/host.js";
 import type { McpEngine } from "./mcp/mcp-engine.js";
 import type { StaticEngine } from "./static/static-engine.js";
+import type { GuestEngine } from "./wasm/guest-engine.js";
 
 export type Reply =
   | { readonly kind: "tool.result"; readonly body: ToolResult }
@@ -83,4 +84,53 @@ export function staticExports(engine: StaticEngine, capsule: string): CapsuleExp
       },
     },
   ];
+}
+
+const REPLY_OF = {
+  "tool.execute.request": "tool.result",
+  "tool.describe.request": "tool.describe.response",
+  "llm.chat.request": "llm.chat.response",
+  "context.request": "context.bundle",
+} as const;
+
+const KIND_OF = {
+  "tool.execute.request": "tool",
+  "tool.describe.request": "describe",
+  "llm.chat.request": "llm",
+  "context.request": "context",
+} as const;
+
+/** Which request a handler's topic receives, from the protocol's subject families. */
+function acceptsOf(topic: string): CapsuleExport["accepts"] {
+  if (topic.startsWith("tool.v1.execute.")) return "tool.execute.request";
+  if (topic.startsWith("tool.v1.describe.")) return "tool.describe.request";
+  if (topic.startsWith("llm.v1.chat.")) return "llm.chat.request";
+  if (topic.startsWith("context.v1.get.")) return "context.request";
+  throw new Error(
+    `[[handler]] topic "${topic}" is not a request family a capsule can serve (tool.v1.execute.*, tool.v1.describe.*, llm.v1.chat.*, context.v1.get.*)`,
+  );
+}
+
+/**
+ * A WASM capsule serves what its manifest's [[handler]] entries name: the guest function gets
+ * the request body and returns the reply body, which the sidecar validates against the protocol
+ * before it leaves (a guest cannot send a malformed reply).
+ */
+export function wasmExports(
+  engine: GuestEngine,
+  handlers: readonly { readonly topic: string; readonly function: string }[],
+): CapsuleExport[] {
+  return handlers.map((h) => {
+    const accepts = acceptsOf(h.topic);
+    const kind = REPLY_OF[accepts];
+    return {
+      subject: h.topic,
+      kind: KIND_OF[accepts],
+      accepts,
+      async call(req, ctx, host) {
+        const body = await engine.invoke(h.function, req.body, ctx, host);
+        return { kind, body } as Reply;
+      },
+    };
+  });
 }

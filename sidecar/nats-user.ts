@@ -1,0 +1,29 @@
+/**
+ * The NATS user a capsule's sidecar connects as: the capsule's IPC ACL (so the server enforces
+ * it a second time) plus the few subjects the sidecar itself needs — approval requests for its
+ * sessions, its own lifecycle, audit notices and health probe, and its private inbox.
+ */
+
+import type { IpcAcl } from "../core/security/acl/ipc-acl.js";
+import { type NatsPermissions, natsPermissions } from "../core/security/acl/nats-permissions.js";
+
+export function sidecarNatsPermissions(acl: IpcAcl, capsule: string): NatsPermissions {
+  const base = natsPermissions(acl);
+  const publish = new Set([
+    ...(base.publish.allow ?? []),
+    "approval.v1.request.*",
+    `audit.v1.entry.${capsule}`,
+    `capsule.v1.lifecycle.${capsule}`,
+  ]);
+  const subscribe = new Set([
+    ...(base.subscribe.allow ?? []),
+    `capsule.v1.health.${capsule}`,
+    `${acl.inboxPrefix}.>`,
+  ]);
+  return {
+    publish: { allow: [...publish] },
+    subscribe: { allow: [...subscribe] },
+    // Health probes and the capsule's own requests are answered through reply subjects.
+    allow_responses: base.allow_responses ?? { max: 1, expires: "1m" },
+  };
+}
