@@ -26,7 +26,7 @@ import { allow, type Decision, deny, type Layer } from "../core/security/decisio
 import type { ManifestGate } from "../core/security/gate/gate.js";
 import { approvalReason, needsApproval, type SecurityMode } from "../core/security/modes/modes.js";
 import type { TokenVerifier } from "../core/security/tokens/verifier.js";
-import { type CallContext, HostError, type LogLevel } from "./abi/host.js";
+import type { CallContext, LogLevel } from "./abi/host.js";
 import { CapsuleBus, IpcDeniedError } from "./enforce/capsule-bus.js";
 import { DecisionLog, type DecisionObserver } from "./enforce/decision-log.js";
 import { EnforcedHost } from "./enforce/host.js";
