@@ -1,7 +1,7 @@
 /**
  * `make bench` entry: runs every suite named on the command line (or all), in this process,
  * printing one table per suite with each figure beside its baseline.
- * Usage: tsx bench/run.ts [bus] [security] [tokens] [gate] [budget] [audit]
+ * Usage: tsx bench/run.ts [bus] [security] [engines] or single suites (see `suites` below)
  */
 import { machineLine } from "./lib.js";
 
@@ -17,9 +17,16 @@ const suites: Record<string, Suite> = {
   gate: suite(() => import("./gate.js")),
   budget: suite(() => import("./budget.js")),
   audit: suite(() => import("./audit.js")),
+  wasm: suite(() => import("./wasm.js")),
+  mcp: suite(() => import("./mcp.js")),
+  sidecar: suite(() => import("./sidecar.js")),
 };
 // `security` is issue 3's set: every layer plus the audit chain.
-const groups: Record<string, string[]> = { security: ["tokens", "gate", "budget", "audit"] };
+const groups: Record<string, string[]> = {
+  security: ["tokens", "gate", "budget", "audit"],
+  // issue 4's set: the engines and the sidecar around them
+  engines: ["wasm", "mcp", "sidecar"],
+};
 
 const wanted = process.argv.slice(2);
 const names = (wanted.length > 0 ? wanted : Object.keys(suites)).flatMap((n) => groups[n] ?? [n]);

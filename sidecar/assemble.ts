@@ -41,6 +41,8 @@ export interface AssembleOptions {
   readonly identity: { readonly key: KeyObject; readonly keyId: string };
   readonly tokens: TokenVerifier | undefined;
   readonly requireCallerToken: boolean;
+  /** A session-bound sidecar refuses requests of any other session. */
+  readonly session?: string;
   /** Signs tokens minted for "allow always" answers; without it such answers are refused. */
   readonly grantIssuer?: IssuerKey;
   readonly mode: SecurityMode;
@@ -157,6 +159,7 @@ export async function assembleSidecar(o: AssembleOptions): Promise<AssembledSide
       gate,
       tokens: o.tokens,
       requireCallerToken: o.requireCallerToken,
+      ...(o.session ? { session: o.session } : {}),
       approvals,
       mode: o.mode,
       yes: o.yes ?? false,

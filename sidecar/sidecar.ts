@@ -52,6 +52,8 @@ export interface SidecarOptions {
   readonly tokens: TokenVerifier | undefined;
   /** Refuse requests that carry no valid capability token for the export (cluster default). */
   readonly requireCallerToken: boolean;
+  /** A session-bound sidecar (an AgentSession's own) refuses requests of other sessions. */
+  readonly session?: string;
   readonly approvals: Approvals;
   readonly mode: SecurityMode;
   readonly yes: boolean;
@@ -275,7 +277,9 @@ export class Sidecar {
         this.o.observer?.budget?.(ctx.session, ledger);
         reservation = undefined;
       }
-      await this.log.note(ctx, "lifecycle", `${exp.kind}.done`, exp.subject, this.summary(result));
+      // The decisions that let this call act are durable already; the outcome note is a record,
+      // not an authorisation, so the reply does not wait for its fsync (drain still does).
+      this.noteLater(ctx, `${exp.kind}.done`, exp.subject, this.summary(result));
       this.reply(msg, ctx, result);
       end?.("ok");
     } catch (err) {
@@ -290,12 +294,18 @@ export class Sidecar {
       const e = err as Error & { code?: string; guestCode?: string };
       const code = mapCode(e.guestCode ?? e.code);
       this.o.logger("warn", "call failed", { subject: msg.subject, error: e.message });
-      await this.log
-        .note(ctx, "lifecycle", `${exp.kind}.failed`, exp.subject, e.message)
-        .catch(() => undefined);
+      this.noteLater(ctx, `${exp.kind}.failed`, exp.subject, e.message);
       this.reply(msg, ctx, { code, message: e.message || "call failed" });
       end?.("error");
     }
+  }
+
+  private noteLater(ctx: CallContext, action: string, target: string, reason: string): void {
+    this.track(
+      this.log.note(ctx, "lifecycle", action, target, reason).catch((err: Error) => {
+        this.o.logger("error", "audit note failed", { action, error: err.message });
+      }),
+    );
   }
 
   private summary(r: Reply): string {
@@ -311,6 +321,15 @@ export class Sidecar {
 
   /** Layer 4 for the call itself: does the caller hold a grant for this export? */
   private async checkCaller(exp: CapsuleExport, env: Envelope, ctx: CallContext) {
+    if (this.o.session !== undefined && ctx.session !== this.o.session) {
+      const d = await this.log.record(
+        ctx,
+        deny("acl", `this sidecar serves session "${this.o.session}" only`),
+        `${exp.kind}.call`,
+        exp.subject,
+      );
+      throw refused(d);
+    }
     const tool = exp.kind === "tool" ? (env.body as ToolExecuteRequest).tool : undefined;
     const resource = tool !== undefined ? `tool:${tool}` : `topic:${exp.subject}`;
     const permission = tool !== undefined ? "execute" : "publish";
