@@ -96,6 +96,16 @@ describe("QuickJsEngine", () => {
     expect(host.calls[0]).toEqual({ method: "log", args: ["info", "hello", { n: 1 }] });
   });
 
+  it("reads the time only through the host clock (Date.now and new Date())", async () => {
+    const host = new RecordingHost();
+    expect(await engine.invoke("clocks", {}, callCtx(), host)).toEqual({
+      now: 1_700_000_000_000,
+      constructed: 1_700_000_000_000,
+      given: 5,
+    });
+    expect(host.methods().filter((m) => m === "clockNow").length).toBe(2);
+  });
+
   it("exposes no ambient authority to the guest", async () => {
     expect(await engine.invoke("ambient", {}, callCtx(), new RecordingHost())).toEqual([
       "undefined",

@@ -77,6 +77,20 @@ export const QUICKJS_PRELUDE = `(() => {
     call,
   };
   astrid.log = astrid.sys.log;
+  // No ambient clock (layer 1): QuickJS would read the host's time through emscripten, so Date
+  // is replaced by one whose "now" is the sys.clock-now host call, like every other authority.
+  const NativeDate = Date;
+  const hostNow = () => callSync("sys.clock-now", {});
+  function HostDate(...a) {
+    if (!new.target) return new NativeDate(hostNow()).toString();
+    return a.length === 0 ? new NativeDate(hostNow()) : Reflect.construct(NativeDate, a, new.target);
+  }
+  HostDate.prototype = NativeDate.prototype;
+  HostDate.now = hostNow;
+  HostDate.parse = NativeDate.parse;
+  HostDate.UTC = NativeDate.UTC;
+  Object.defineProperty(NativeDate.prototype, "constructor", { value: HostDate });
+  globalThis.Date = HostDate;
   for (const k of Object.keys(astrid)) if (typeof astrid[k] === "object") freeze(astrid[k]);
   Object.defineProperty(globalThis, "astrid", { value: freeze(astrid), enumerable: false });
   return async (handler, inputJson) => {
