@@ -142,7 +142,10 @@ export class EnforcedHost implements HostApi {
 
   async ipcRequest(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
     const ms = this.remainingMs(Math.max(1, timeoutMs));
-    const reply = await this.viaBus(() => this.d.bus.request(this.ctx, subject, data, ms));
+    // The call's capability token travels with the requests it makes, so a tool the
+    // orchestrator calls on the user's behalf sees the user's grant (layer 4 downstream).
+    const headers = this.ctx.token !== undefined ? { "astrid-token": this.ctx.token } : undefined;
+    const reply = await this.viaBus(() => this.d.bus.request(this.ctx, subject, data, ms, headers));
     return reply.data;
   }
 
