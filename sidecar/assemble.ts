@@ -56,6 +56,11 @@ export interface AssembleOptions {
   /** Values for the manifest's [env] entries (from the sidecar's own environment or files). */
   readonly env?: Readonly<Record<string, string>>;
   readonly kv?: KvStore;
+  /**
+   * This capsule's resolved imports, `{ "astrid.llm": "cache" }`: the guest reads them as
+   * config `bind.astrid.llm` and addresses that capsule. Rewiring is a change here, never in code.
+   */
+  readonly bindings?: Readonly<Record<string, string>>;
   readonly logger: (level: LogLevel, message: string, fields: Record<string, unknown>) => void;
   readonly observer?: SidecarObserver;
 }
@@ -87,6 +92,8 @@ export async function assembleSidecar(o: AssembleOptions): Promise<AssembledSide
     env: Object.entries(m.env).map(([name, e]) => ({ name, type: e.type })),
   });
   const { config, secrets } = splitEnv(m, o.env ?? {});
+  for (const [iface, exporter] of Object.entries(o.bindings ?? {}))
+    config[`bind.${iface}`] = exporter;
 
   await mkdir(path.join(o.stateDir, "budget"), { recursive: true, mode: 0o700 });
   const audit = await AuditChain.open(o.auditDir, { key: o.identity.key, keyId: o.identity.keyId });

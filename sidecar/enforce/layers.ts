@@ -1,9 +1,11 @@
 /**
- * Layers 2, 4 and 5 for one host action, in the order the brief fixes: the manifest gate
- * first (nothing widens it), then a presented capability token (a bad one is refused, never
- * ignored; a good one is trust already granted, so no person is asked), then the security
- * mode's question whether a person must approve. Each step is written to the audit chain
- * before the next runs; budgets are charged per request in serve.ts, not per host call.
+ * Layers 2, 4 and 5 for one host action: the manifest gate first (nothing widens it), then
+ * the security mode's question whether a person must approve. Layer 4 acts here through the
+ * approval store: an "allow always" answer is a capability token minted for exactly that
+ * action, verified (expiry, revocation) on every lookup. The caller's own token is checked once
+ * per request (sidecar.ts) and is deliberately NOT taken as consent for what the capsule then
+ * does: a session's broad grant to call tools must not pre-approve a write or a command. Each
+ * step is written to the audit chain before the next runs; budgets are charged per request.
  */
 import { realpath } from "node:fs/promises";
 import path from "node:path";
@@ -69,21 +71,6 @@ export class CapsuleLayers {
       action.args,
     );
     if (!gate.allowed) return gate;
-
-    // A token presented with the call that covers this action is trust already given: it is
-    // verified in full (expiry, revocation, single use) and no person is asked. A token about
-    // other resources says nothing here, and the action goes to the approval question.
-    const tokenRequest = {
-      principal: ctx.principal,
-      resource: action.resource,
-      permission: action.permission,
-      session: ctx.session,
-      argsHash: argsHash(action.args ?? null),
-    };
-    if (ctx.token !== undefined && this.o.tokens?.applies(ctx.token, tokenRequest)) {
-      const verdict = await this.o.tokens.verify(ctx.token, tokenRequest);
-      return this.o.log.record(who, verdict, action.audit, action.target);
-    }
 
     const modeAction =
       action.kind === "fs_read" || action.kind === "fs_write"

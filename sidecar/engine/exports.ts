@@ -25,9 +25,10 @@ export type Reply =
       readonly body: z.infer<typeof m.ToolDescribeResponse>;
     }
   | { readonly kind: "llm.chat.response"; readonly body: z.infer<typeof m.LlmChatResponse> }
-  | { readonly kind: "context.bundle"; readonly body: z.infer<typeof m.ContextBundle> };
+  | { readonly kind: "context.bundle"; readonly body: z.infer<typeof m.ContextBundle> }
+  | { readonly kind: "session.response"; readonly body: z.infer<typeof m.SessionResponse> };
 
-export type ExportKind = "tool" | "describe" | "llm" | "context";
+export type ExportKind = "tool" | "describe" | "llm" | "context" | "session";
 
 export interface CapsuleExport {
   readonly subject: string;
@@ -37,7 +38,8 @@ export interface CapsuleExport {
     | "tool.execute.request"
     | "tool.describe.request"
     | "llm.chat.request"
-    | "context.request";
+    | "context.request"
+    | "session.prompt";
   call(req: Envelope, ctx: CallContext, host: HostApi): Promise<Reply>;
 }
 
@@ -91,6 +93,7 @@ const REPLY_OF = {
   "tool.describe.request": "tool.describe.response",
   "llm.chat.request": "llm.chat.response",
   "context.request": "context.bundle",
+  "session.prompt": "session.response",
 } as const;
 
 const KIND_OF = {
@@ -98,6 +101,7 @@ const KIND_OF = {
   "tool.describe.request": "describe",
   "llm.chat.request": "llm",
   "context.request": "context",
+  "session.prompt": "session",
 } as const;
 
 /** Which request a handler's topic receives, from the protocol's subject families. */
@@ -106,8 +110,9 @@ function acceptsOf(topic: string): CapsuleExport["accepts"] {
   if (topic.startsWith("tool.v1.describe.")) return "tool.describe.request";
   if (topic.startsWith("llm.v1.chat.")) return "llm.chat.request";
   if (topic.startsWith("context.v1.get.")) return "context.request";
+  if (topic.startsWith("session.v1.prompt.")) return "session.prompt";
   throw new Error(
-    `[[handler]] topic "${topic}" is not a request family a capsule can serve (tool.v1.execute.*, tool.v1.describe.*, llm.v1.chat.*, context.v1.get.*)`,
+    `[[handler]] topic "${topic}" is not a request family a capsule can serve (tool.v1.execute.*, tool.v1.describe.*, llm.v1.chat.*, context.v1.get.*, session.v1.prompt.*)`,
   );
 }
 

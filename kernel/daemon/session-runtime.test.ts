@@ -1,0 +1,105 @@
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AuditKeyring, verifyChain } from "../../core/audit/index.js";
+import { loadManifest } from "../../core/manifest/index.js";
+import { generateIssuerKey, TrustedKeys } from "../../core/security/tokens/keys.js";
+import { MemoryRevocationSet } from "../../core/security/tokens/revocation/memory-revocation-set.js";
+import { TokenVerifier } from "../../core/security/tokens/verifier.js";
+import { type ApprovalPrompt, SessionRuntime } from "./session-runtime.js";
+
+const FIXTURES = path.resolve("test/fixtures/capsules");
+const identity = { key: generateKeyPairSync("ed25519").privateKey, keyId: "kernel" };
+const issuer = generateIssuerKey();
+let root: string;
+let runtime: SessionRuntime;
+
+beforeAll(async () => {
+  root = mkdtempSync(path.join(os.tmpdir(), "astrid-session-"));
+  const capsules = await Promise.all(
+    ["echo-orchestrator", "wasm-tools"].map(async (n) => ({
+      dir: path.join(FIXTURES, n),
+      manifest: await loadManifest(path.join(FIXTURES, n)),
+    })),
+  );
+  runtime = await SessionRuntime.start({
+    session: "s-1",
+    principal: "user:test",
+    sessionDir: path.join(root, "sessions", "s-1"),
+    workspace: root,
+    home: root,
+    mode: "guided",
+    yes: false,
+    capsules,
+    bindings: {},
+    orchestrator: "echo-orchestrator",
+    identity,
+    issuer,
+    tokens: new TokenVerifier({
+      keys: new TrustedKeys([issuer.publicKey]),
+      revocations: new MemoryRevocationSet(),
+    }),
+    env: {},
+    approvalTimeoutMs: 5000,
+    logger: () => {},
+  });
+});
+
+afterAll(async () => {
+  await runtime?.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe("SessionRuntime", () => {
+  it("starts the installed capsules in dependency order, exporters first", () => {
+    expect(runtime.order).toEqual(["wasm-tools", "echo-orchestrator"]);
+  });
+
+  it("routes a prompt to the orchestrator with the session's grant and returns its answer", async () => {
+    const res = await runtime.prompt("hello", { timeoutMs: 5000 }, { onEvent: () => {} });
+    expect(res).toEqual({
+      text: "echo: hello (llm bound to wasm-tools)",
+      stopReason: "done",
+      usage: { inputTokens: 0, outputTokens: 0 },
+    });
+  });
+
+  it("hands the session's approval requests to the person and applies the answer", async () => {
+    const asked: ApprovalPrompt[] = [];
+    const yes = await runtime.prompt(
+      "ask:deploy",
+      { timeoutMs: 5000 },
+      {
+        onEvent: () => {},
+        onApproval: async (a) => {
+          asked.push(a);
+          return "allow_once";
+        },
+      },
+    );
+    expect(yes.text).toBe("echo: ask:deploy (llm bound to wasm-tools, approved once)");
+    expect(asked).toMatchObject([{ capsule: "echo-orchestrator", kind: "tool", target: "deploy" }]);
+    const no = await runtime.prompt(
+      "ask:deploy",
+      { timeoutMs: 5000 },
+      {
+        onEvent: () => {},
+        onApproval: async () => "deny",
+      },
+    );
+    expect(no.text).toMatch(/refused \(denied by user:test\)\)$/);
+    const nobody = await runtime.prompt("ask:deploy", { timeoutMs: 5000 }, { onEvent: () => {} });
+    expect(nobody.text).toMatch(/refused \(denied by no-approver\)\)$/);
+  });
+
+  it("keeps one audit chain per capsule under the session, and they verify", async () => {
+    await runtime.close();
+    const keyring = new AuditKeyring([["kernel", identity.key]]);
+    for (const c of ["echo-orchestrator", "wasm-tools"]) {
+      const v = await verifyChain(path.join(root, "sessions", "s-1", "audit", c), keyring);
+      expect(v.ok, c).toBe(true);
+    }
+  });
+});

@@ -1,0 +1,222 @@
+/**
+ * One session's running agent: every installed capsule started under its own sidecar, in
+ * dependency order, on a bus of the session's own (so sessions cannot see each other's
+ * traffic), bound to the session (its mode, budget, audit chains under sessions/<id>/audit/).
+ * A prompt is a `session.prompt` request to the orchestrator; events and approval requests of
+ * the session are handed to the caller while it runs.
+ */
+import type { KeyObject } from "node:crypto";
+import path from "node:path";
+import type { z } from "zod";
+import type { Bus, BusMessage } from "../../core/bus/bus.js";
+import { EmbeddedBus } from "../../core/bus/embedded.js";
+import { type Bindings, type Manifest, resolveGraph } from "../../core/manifest/index.js";
+import { decode, encode, expectKind } from "../../core/protocol/envelope.js";
+import type { SessionEvent, SessionResponse } from "../../core/protocol/messages.js";
+import { subjects } from "../../core/protocol/topics.js";
+import type { BudgetLimitsInput } from "../../core/security/budget/limits.js";
+import type { SecurityMode } from "../../core/security/modes/modes.js";
+import type { IssuerKey } from "../../core/security/tokens/keys.js";
+import { mintToken } from "../../core/security/tokens/mint.js";
+import type { TokenVerifier } from "../../core/security/tokens/verifier.js";
+import type { LogLevel } from "../../sidecar/abi/host.js";
+import { type AssembledSidecar, assembleSidecar } from "../../sidecar/assemble.js";
+
+export interface InstalledCapsule {
+  readonly dir: string;
+  readonly manifest: Manifest;
+}
+
+export interface SessionRuntimeOptions {
+  readonly session: string;
+  readonly principal: string;
+  readonly sessionDir: string;
+  readonly workspace: string;
+  readonly home: string;
+  readonly mode: SecurityMode;
+  readonly yes: boolean;
+  readonly capsules: readonly InstalledCapsule[];
+  readonly bindings: Bindings;
+  /** The capsule that serves `session.v1.prompt.*`. */
+  readonly orchestrator: string;
+  readonly identity: { readonly key: KeyObject; readonly keyId: string };
+  readonly issuer: IssuerKey;
+  readonly tokens: TokenVerifier;
+  readonly budget?: BudgetLimitsInput;
+  readonly env: Readonly<Record<string, string>>;
+  readonly approvalTimeoutMs: number;
+  readonly logger: (level: LogLevel, message: string, fields: Record<string, unknown>) => void;
+}
+
+export type SessionEventBody = z.infer<typeof SessionEvent>;
+export type SessionResponseBody = z.infer<typeof SessionResponse>;
+
+export interface ApprovalPrompt {
+  readonly requestId: string;
+  readonly capsule: string;
+  readonly kind: string;
+  readonly target: string;
+  readonly reason: string;
+}
+
+export type ApprovalAnswer =
+  | "allow_once"
+  | "allow_session"
+  | "allow_workspace"
+  | "allow_always"
+  | "deny";
+
+export interface PromptHandlers {
+  readonly onEvent: (e: SessionEventBody) => void;
+  /** Ask the person; resolve with their answer. Absent: approvals are denied (no approver). */
+  readonly onApproval?: (a: ApprovalPrompt) => Promise<ApprovalAnswer>;
+}
+
+export class SessionRuntime {
+  private constructor(
+    private readonly o: SessionRuntimeOptions,
+    readonly bus: Bus,
+    private readonly sidecars: readonly AssembledSidecar[],
+    /** Start order, for status and `capsule tree`. */
+    readonly order: readonly string[],
+  ) {}
+
+  static async start(o: SessionRuntimeOptions): Promise<SessionRuntime> {
+    const plan = resolveGraph(
+      o.capsules.map((c) => c.manifest),
+      o.bindings,
+    );
+    if (!plan.order.includes(o.orchestrator)) {
+      throw new Error(
+        `orchestrator "${o.orchestrator}" is not installed; installed: ${plan.order.join(", ")}`,
+      );
+    }
+    const bus = new EmbeddedBus();
+    const byName = new Map(o.capsules.map((c) => [c.manifest.package.name, c]));
+    const started: AssembledSidecar[] = [];
+    try {
+      for (const name of plan.order) {
+        const c = byName.get(name)!;
+        const bindings = Object.fromEntries(
+          plan.bindings.filter((b) => b.importer === name).map((b) => [b.interface, b.exporter]),
+        );
+        started.push(
+          await assembleSidecar({
+            packageDir: c.dir,
+            manifest: c.manifest,
+            bus,
+            auditDir: path.join(o.sessionDir, "audit", name),
+            stateDir: path.join(o.sessionDir, "state", name),
+            identity: o.identity,
+            tokens: o.tokens,
+            requireCallerToken: true,
+            session: o.session,
+            grantIssuer: o.issuer,
+            mode: o.mode,
+            yes: o.yes,
+            workspace: o.workspace,
+            home: o.home,
+            approvalTimeoutMs: o.approvalTimeoutMs,
+            ...(o.budget ? { budget: o.budget } : {}),
+            env: o.env,
+            bindings,
+            logger: o.logger,
+          }),
+        );
+      }
+    } catch (err) {
+      for (const s of started.reverse()) await s.close().catch(() => undefined);
+      await bus.close();
+      throw err;
+    }
+    return new SessionRuntime(o, bus, started, plan.order);
+  }
+
+  /** The session's grant: what the person's agent may call, bound to this session. */
+  private sessionToken(): string {
+    return mintToken(
+      {
+        sub: this.o.principal,
+        res: ["tool:**", "topic:>"],
+        perm: ["execute", "publish"],
+        ses: this.o.session,
+        exp: Math.floor(Date.now() / 1000) + 24 * 3600,
+      },
+      this.o.issuer,
+    );
+  }
+
+  async prompt(
+    text: string,
+    opts: { stdin?: string; timeoutMs: number },
+    h: PromptHandlers,
+  ): Promise<SessionResponseBody> {
+    const meta = { session: this.o.session, principal: this.o.principal, capsule: "cli" };
+    const events = this.bus.subscribe(subjects.sessionEvents(this.o.session), (m: BusMessage) => {
+      try {
+        h.onEvent(expectKind(decode(m.data, { checkDeadline: false }), "session.event").body);
+      } catch (err) {
+        this.o.logger("warn", "dropped a malformed session event", {
+          error: (err as Error).message,
+        });
+      }
+    });
+    const approvals = this.bus.subscribe(subjects.approvalRequest(this.o.session), (m) =>
+      this.answerApproval(m, h),
+    );
+    try {
+      const wire = encode(
+        "session.prompt",
+        { text, ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}), mode: this.o.mode },
+        meta,
+        { timeoutMs: opts.timeoutMs },
+      );
+      const reply = await this.bus.request(subjects.sessionPrompt(this.o.session), wire, {
+        timeoutMs: opts.timeoutMs,
+        headers: { "astrid-token": this.sessionToken() },
+      });
+      const env = decode(reply.data, { checkDeadline: false });
+      if (env.kind === "error") {
+        const e = env.body as { code: string; message: string };
+        throw Object.assign(new Error(e.message), { code: e.code });
+      }
+      return expectKind(env, "session.response").body;
+    } finally {
+      events.unsubscribe();
+      approvals.unsubscribe();
+    }
+  }
+
+  private async answerApproval(m: BusMessage, h: PromptHandlers): Promise<void> {
+    const req = expectKind(decode(m.data, { checkDeadline: false }), "approval.request");
+    const ask: ApprovalPrompt = {
+      requestId: req.body.requestId,
+      capsule: req.capsule,
+      kind: req.body.action.kind,
+      target: req.body.action.target,
+      reason: req.body.reason,
+    };
+    let decision: ApprovalAnswer = "deny";
+    let decidedBy = "no-approver";
+    if (h.onApproval) {
+      try {
+        decision = await h.onApproval(ask);
+        decidedBy = this.o.principal;
+      } catch {
+        decidedBy = "approver-error";
+      }
+    }
+    m.respond(
+      encode(
+        "approval.decision",
+        { requestId: ask.requestId, decision, decidedBy },
+        { session: this.o.session, principal: this.o.principal, capsule: "cli" },
+      ),
+    );
+  }
+
+  async close(): Promise<void> {
+    for (const s of [...this.sidecars].reverse()) await s.close().catch(() => undefined);
+    await this.bus.close();
+  }
+}
