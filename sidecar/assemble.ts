@@ -289,6 +289,11 @@ async function startEngine(
               stackKb: engine.stack_kb,
               timeoutMs: engine.timeout_ms,
               name: capsule,
+              // A provider streaming a long answer makes one host call per network read and per
+              // delta; 10,000 (the engine's default) would cut a long answer off.
+              ...(Object.keys(o.manifest.exports.astrid ?? {}).includes("llm")
+                ? { maxHostCallsPerCall: 200_000 }
+                : {}),
             })
           : await CoreWasmEngine.create({
               wasm: new Uint8Array(await readFile(file)),

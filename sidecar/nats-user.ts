@@ -4,6 +4,7 @@
  * sessions, its own lifecycle, audit notices and health probe, and its private inbox.
  */
 
+import { STREAM_INBOX_PATTERN } from "../core/protocol/topics.js";
 import type { IpcAcl } from "../core/security/acl/ipc-acl.js";
 import { type NatsPermissions, natsPermissions } from "../core/security/acl/nats-permissions.js";
 
@@ -14,6 +15,8 @@ export function sidecarNatsPermissions(acl: IpcAcl, capsule: string): NatsPermis
     "approval.v1.request.*",
     `audit.v1.entry.${capsule}`,
     `capsule.v1.lifecycle.${capsule}`,
+    // llm.delta messages to the stream inbox a request named; the host checks the exact subject.
+    STREAM_INBOX_PATTERN,
   ]);
   const subscribe = new Set([
     ...(base.subscribe.allow ?? []),

@@ -259,6 +259,7 @@ export class Sidecar {
           workspace: this.o.workspace,
           home: this.o.home,
           logger: this.o.logger,
+          ...this.streamOf(exp, env),
         },
         ctx,
       );
@@ -298,6 +299,17 @@ export class Sidecar {
       this.reply(msg, ctx, { code, message: e.message || "call failed" });
       end?.("error");
     }
+  }
+
+  /**
+   * Where a model call's deltas go: the inbox its caller named. The raw bus publish is handed
+   * to the host for that one subject only; EnforcedHost.streamDelta checks it and audits it.
+   */
+  private streamOf(exp: CapsuleExport, env: Envelope) {
+    const subject = exp.kind === "llm" ? (env.body as LlmChatRequest).stream : undefined;
+    if (subject === undefined) return {};
+    const bus = this.o.bus;
+    return { stream: { subject, publish: (s: string, d: Uint8Array) => bus.publish(s, d) } };
   }
 
   private noteLater(ctx: CallContext, action: string, target: string, reason: string): void {

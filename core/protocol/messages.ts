@@ -62,7 +62,9 @@ export const LlmChatRequest = z.strictObject({
   stream: z
     .string()
     .optional()
-    .describe("inbox subject where the provider publishes llm.delta messages while it works"),
+    .describe(
+      "stream inbox `_INBOX.<caller>.stream.<id>` where the provider publishes llm.delta messages while it works",
+    ),
   metadata: jsonObject.optional(),
 });
 export type LlmChatRequest = z.infer<typeof LlmChatRequest>;

@@ -8,8 +8,10 @@
  * Streams (LLM deltas, session events) go to an inbox the caller names, so a capsule needs no
  * subscribe permission on anybody else's traffic.
  */
+
+import { randomBytes } from "node:crypto";
 import type { z } from "zod";
-import { assertPublishSubject } from "../bus/subject.js";
+import { assertPublishSubject, subjectMatches } from "../bus/subject.js";
 import * as m from "./messages.js";
 
 export type Pattern = "request" | "reply" | "publish" | "stream";
@@ -333,3 +335,28 @@ export const subjects = {
   capsuleLifecycle: (capsule: string) => build("capsule.v1.lifecycle", capsule),
   capsuleHealth: (capsule: string) => build("capsule.v1.health", capsule),
 } as const;
+
+/**
+ * Stream inboxes (where a provider sends `llm.delta` messages) have one fixed form,
+ * `_INBOX.<caller>.stream.<id>`, so the NATS permission that lets sidecars publish deltas
+ * (`_INBOX.*.stream.>`) can never match a request's reply subject (`_INBOX.<caller>.<id>`):
+ * a provider can stream to the inbox it was handed but never forge anybody's reply.
+ */
+export const STREAM_INBOX_PATTERN = "_INBOX.*.stream.>";
+
+export function streamInbox(inboxPrefix: string): string {
+  const s = `${inboxPrefix}.stream.${randomBytes(12).toString("base64url").replace(/[-_]/g, "x")}`;
+  if (!isStreamInbox(s)) {
+    throw new Error(`inbox prefix "${inboxPrefix}" must be _INBOX.<one token>`);
+  }
+  return s;
+}
+
+export function isStreamInbox(subject: string): boolean {
+  try {
+    assertPublishSubject(subject);
+  } catch {
+    return false;
+  }
+  return subjectMatches(STREAM_INBOX_PATTERN, subject);
+}

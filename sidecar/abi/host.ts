@@ -75,6 +75,22 @@ export interface HttpResponse {
   readonly body: Uint8Array;
 }
 
+/** What httpOpen answers once the status line and headers are in; the body follows by httpRead. */
+export interface HttpStreamHead {
+  /** Names the open stream in httpRead/httpClose; valid only within the call that opened it. */
+  readonly handle: number;
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** One streamed fragment of a model turn, as the capsule hands it to the host. */
+export interface StreamDelta {
+  readonly text?: string;
+  /** A fragment of a tool call's JSON arguments; `name` on the first fragment of a call. */
+  readonly toolUse?: { readonly id: string; readonly name?: string; readonly inputJson: string };
+  readonly done?: boolean;
+}
+
 export interface SpawnRequest {
   readonly command: string;
   readonly args: readonly string[];
@@ -108,7 +124,14 @@ export const HOST_LIMITS = {
   maxSubscriptions: 128,
   maxRecvTimeoutMs: 60_000,
   maxHttpBodyBytes: 10 * 1024 * 1024,
+  /** Open streams plus requests in flight, per call. */
   maxConcurrentHttp: 4,
+  /** Largest piece one httpRead returns; a bigger arrival is handed out in several reads. */
+  maxHttpChunkBytes: 64 * 1024,
+  /** Most deltas one call may stream (a runaway loop must not flood the caller's inbox). */
+  maxStreamDeltas: 100_000,
+  /** Longest sleep one call may ask for; the call's deadline caps it further. */
+  maxSleepMs: 60_000,
   maxProcessOutputBytes: 1024 * 1024,
   maxKvValueBytes: 1024 * 1024,
 } as const;
@@ -119,6 +142,13 @@ export interface HostApi {
   clockNow(): number;
   config(key: string): string | undefined;
   secret(name: string): Promise<string>;
+  /** Waits `ms` (capped by maxSleepMs and the deadline): the guest has no timers of its own. */
+  sleep(ms: number): Promise<void>;
+  /**
+   * Publishes an `llm.delta` (seq numbered by the host) to the stream inbox the caller named in
+   * its request. Resolves false when the request named none (streaming is then a no-op).
+   */
+  streamDelta(delta: StreamDelta): Promise<boolean>;
   // ipc
   ipcPublish(subject: string, data: Uint8Array): Promise<void>;
   ipcRequest(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
@@ -137,6 +167,15 @@ export interface HostApi {
   fsStat(path: string): Promise<FileStat>;
   // net
   httpRequest(req: HttpRequest): Promise<HttpResponse>;
+  /** Sends the request and resolves at the response head; the body is read with httpRead. */
+  httpOpen(req: HttpRequest): Promise<HttpStreamHead>;
+  /**
+   * The body as it arrives: everything received since the last read (at most maxHttpChunkBytes),
+   * waiting up to `timeoutMs` for something; null at the end of the body, an empty array when
+   * nothing came in time. A body cut before its end throws HostError("io"), never null.
+   */
+  httpRead(handle: number, timeoutMs: number): Promise<Uint8Array | null>;
+  httpClose(handle: number): Promise<void>;
   // process
   processSpawn(req: SpawnRequest): Promise<SpawnResult>;
   // approval

@@ -11,6 +11,9 @@ import http from "node:http";
 import https from "node:https";
 import path from "node:path";
 import type { BusMessage, Subscription } from "../../core/bus/bus.js";
+import { assertPublishSubject } from "../../core/bus/subject.js";
+import { encode, type ProtocolError } from "../../core/protocol/envelope.js";
+import { isStreamInbox, STREAM_INBOX_PATTERN } from "../../core/protocol/topics.js";
 import { allow, type Decision, deny } from "../../core/security/decision.js";
 import type { ManifestGate } from "../../core/security/gate/gate.js";
 import type { DnsLookup } from "../../core/security/gate/net.js";
@@ -26,9 +29,11 @@ import {
   HostError,
   type HttpRequest,
   type HttpResponse,
+  type HttpStreamHead,
   type LogLevel,
   type SpawnRequest,
   type SpawnResult,
+  type StreamDelta,
 } from "../abi/host.js";
 import { type CapsuleBus, IpcDeniedError } from "./capsule-bus.js";
 import type { DecisionLog } from "./decision-log.js";
@@ -52,7 +57,31 @@ export interface HostDeps {
   readonly logger: (level: LogLevel, message: string, fields: Record<string, unknown>) => void;
   /** DNS for http requests; tests pass their own resolver. */
   readonly lookup?: DnsLookup;
+  /**
+   * The stream inbox the request being served named (`LlmChatRequest.stream`), and a publish
+   * that bypasses the capsule's IPC ACL for that one subject: streamDelta checks and audits it.
+   */
+  readonly stream?: {
+    readonly subject: string;
+    readonly publish: (subject: string, data: Uint8Array) => void;
+  };
 }
+
+/** One response body being read by the guest, piece by piece. */
+interface HttpStream {
+  readonly destroy: () => void;
+  readonly resume: () => void;
+  readonly queue: Buffer[];
+  queued: number;
+  paused: boolean;
+  ended: boolean;
+  failure: HostError | undefined;
+  /** Set while a guest waits in httpRead. */
+  wake: (() => void) | undefined;
+}
+
+/** Bytes a stream buffers before the socket is paused (a slow guest must not grow it). */
+const HTTP_STREAM_HIGH_WATER = 1024 * 1024;
 
 interface HostSubscription {
   sub: Subscription | undefined;
@@ -64,6 +93,14 @@ interface HostSubscription {
 const FILE_KIND = (s: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean }) =>
   s.isFile() ? "file" : s.isDirectory() ? "dir" : s.isSymbolicLink() ? "symlink" : "other";
 
+function flatHeaders(h: http.IncomingHttpHeaders): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h)) {
+    if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(", ") : v;
+  }
+  return headers;
+}
+
 function denied(d: Decision): HostError {
   return new HostError("denied", d.allowed ? "denied" : `${d.layer}: ${d.reason}`);
 }
@@ -72,6 +109,10 @@ export class EnforcedHost implements HostApi {
   private readonly subs = new Map<number, HostSubscription>();
   private nextHandle = 1;
   private httpInFlight = 0;
+  private readonly streams = new Map<number, HttpStream>();
+  private nextStream = 1;
+  private streamGate: Promise<void> | undefined;
+  private deltaSeq = 0;
 
   constructor(
     private readonly d: HostDeps,
@@ -85,6 +126,9 @@ export class EnforcedHost implements HostApi {
       s.wake?.();
     }
     this.subs.clear();
+    // A stream the guest left open must not outlive its call: the connection would keep
+    // reading on the host's behalf with nobody to hold its bytes to the call's limits.
+    for (const handle of [...this.streams.keys()]) this.closeStream(handle);
   }
 
   private remainingMs(cap: number): number {
@@ -118,6 +162,64 @@ export class EnforcedHost implements HostApi {
     const value = this.d.secrets[name];
     if (value === undefined) throw new HostError("not_found", `secret "${name}" is not set`);
     return value;
+  }
+
+  async sleep(ms: number): Promise<void> {
+    const want = Math.min(Math.max(0, ms), HOST_LIMITS.maxSleepMs);
+    // A wait that would end past the deadline fails now, rather than holding the call until
+    // the deadline and failing then.
+    if (Date.now() + want >= this.ctx.deadline) {
+      throw new HostError("timeout", `sleeping ${want} ms would pass the call's deadline`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, want));
+  }
+
+  /**
+   * The stream inbox is the one subject a capsule may publish to outside its ipc_publish: like a
+   * reply subject, the requester chose it and named it in the request, so granting it in every
+   * provider's manifest (`_INBOX.>`) would let any provider write into every caller's replies.
+   * Only that exact subject, only of the stream-inbox form (never a reply subject), and only
+   * `llm.delta` messages the host builds.
+   */
+  async streamDelta(delta: StreamDelta): Promise<boolean> {
+    const stream = this.d.stream;
+    if (!stream) return false;
+    this.streamGate ??= this.checkStream(stream.subject);
+    await this.streamGate;
+    if (this.deltaSeq >= HOST_LIMITS.maxStreamDeltas) {
+      throw new HostError("too_large", `at most ${HOST_LIMITS.maxStreamDeltas} deltas per call`);
+    }
+    let wire: Uint8Array;
+    try {
+      wire = encode(
+        "llm.delta",
+        { seq: this.deltaSeq, ...delta },
+        { session: this.ctx.session, principal: this.ctx.principal, capsule: this.ctx.capsule },
+      );
+    } catch (err) {
+      const e = err as ProtocolError;
+      throw new HostError(e.code === "too_large" ? "too_large" : "invalid", e.message);
+    }
+    stream.publish(stream.subject, wire);
+    this.deltaSeq++;
+    return true;
+  }
+
+  private async checkStream(subject: string): Promise<void> {
+    let decision: Decision;
+    try {
+      assertPublishSubject(subject);
+      decision = isStreamInbox(subject)
+        ? allow("acl", "the stream inbox the request named")
+        : deny(
+            "acl",
+            `stream subject "${subject}" is not a stream inbox (${STREAM_INBOX_PATTERN}); deltas go to inboxes only`,
+          );
+    } catch (err) {
+      decision = deny("acl", `stream subject refused: ${(err as Error).message}`);
+    }
+    const d = await this.d.log.record(this.ctx, decision, "llm.stream", subject);
+    if (!d.allowed) throw denied(d);
   }
 
   // ── ipc ──────────────────────────────────────────────────────────────────────────────────
@@ -332,11 +434,12 @@ export class EnforcedHost implements HostApi {
 
   // ── net ──────────────────────────────────────────────────────────────────────────────────
 
-  async httpRequest(req: HttpRequest): Promise<HttpResponse> {
+  /** Limits, gate (SSRF guard), token and approval for one http exchange; audited once. */
+  private async authorizeHttp(req: HttpRequest, audit: string) {
     if (this.httpInFlight >= HOST_LIMITS.maxConcurrentHttp) {
       throw new HostError(
         "too_large",
-        `at most ${HOST_LIMITS.maxConcurrentHttp} http requests at once`,
+        `at most ${HOST_LIMITS.maxConcurrentHttp} http requests and streams at once`,
       );
     }
     if (req.body && req.body.byteLength > HOST_LIMITS.maxHttpBodyBytes) {
@@ -351,7 +454,7 @@ export class EnforcedHost implements HostApi {
     const d = await this.d.layers.authorize(this.ctx, {
       kind: "net",
       target: hostPort,
-      audit: "net.http",
+      audit,
       args: { method: req.method, url: req.url },
       resource: `net:${hostPort}`,
       permission: "connect",
@@ -359,73 +462,231 @@ export class EnforcedHost implements HostApi {
     });
     if (!d.allowed || !t) throw denied(d);
     if (t.scheme !== "http" && t.scheme !== "https") {
-      throw new HostError("invalid", `httpRequest speaks http and https, not ${t.scheme}`);
+      throw new HostError("invalid", `http speaks http and https, not ${t.scheme}`);
     }
-    const pinned = resolved.addresses[0]!;
+    return { scheme: t.scheme, pinned: resolved.addresses[0]!, hostPort };
+  }
+
+  async httpRequest(req: HttpRequest): Promise<HttpResponse> {
+    const { scheme, pinned } = await this.authorizeHttp(req, "net.http");
     this.httpInFlight++;
     try {
-      return await this.send(req, t.scheme, pinned, this.remainingMs(req.timeoutMs ?? 30_000));
+      return await this.send(req, scheme, pinned, this.remainingMs(req.timeoutMs ?? 30_000));
     } finally {
       this.httpInFlight--;
     }
   }
 
+  async httpOpen(req: HttpRequest): Promise<HttpStreamHead> {
+    const { scheme, pinned, hostPort } = await this.authorizeHttp(req, "net.http-open");
+    // The slot is held from here until httpClose or the end of the call.
+    this.httpInFlight++;
+    try {
+      const headMs = this.remainingMs(req.timeoutMs ?? 30_000);
+      const { request, res } = await new Promise<{
+        request: http.ClientRequest;
+        res: http.IncomingMessage;
+      }>((resolve, reject) => {
+        const r = this.connect(req, scheme, pinned, headMs, (res) => resolve({ request: r, res }));
+        r.on("error", (e) => reject(e instanceof HostError ? e : new HostError("io", e.message)));
+      });
+      const handle = this.nextStream++;
+      const s: HttpStream = {
+        destroy: () => {
+          clearTimeout(deadline);
+          request.destroy();
+          res.destroy();
+        },
+        resume: () => res.resume(),
+        queue: [],
+        queued: 0,
+        paused: false,
+        ended: false,
+        failure: undefined,
+        wake: undefined,
+      };
+      const fail = (e: HostError) => {
+        if (s.ended || s.failure) return;
+        s.failure = e;
+        s.destroy();
+        s.wake?.();
+      };
+      // After the head the body may take as long as the call has left, not the idle timeout
+      // meant for connecting: a model may think for a while between two deltas.
+      request.setTimeout(0);
+      const deadline = setTimeout(
+        () =>
+          fail(new HostError("timeout", `http stream from ${hostPort} passed the call's deadline`)),
+        Math.max(0, this.ctx.deadline - Date.now()),
+      );
+      let total = 0;
+      res.on("data", (c: Buffer) => {
+        total += c.length;
+        if (total > HOST_LIMITS.maxHttpBodyBytes) {
+          fail(
+            new HostError("too_large", `response body over ${HOST_LIMITS.maxHttpBodyBytes} bytes`),
+          );
+          return;
+        }
+        s.queue.push(c);
+        s.queued += c.length;
+        if (s.queued >= HTTP_STREAM_HIGH_WATER && !s.paused) {
+          s.paused = true;
+          res.pause();
+        }
+        s.wake?.();
+      });
+      res.on("end", () => {
+        clearTimeout(deadline);
+        s.ended = true;
+        s.wake?.();
+      });
+      // A body cut before its end (reset, a chunked body without its last chunk, fewer bytes
+      // than content-length) must read as a failure, never as a short but complete body.
+      res.on("error", (e) =>
+        fail(new HostError("io", `http stream from ${hostPort} broke: ${e.message}`)),
+      );
+      res.on("close", () => {
+        if (!res.complete) {
+          fail(new HostError("io", `http stream from ${hostPort} closed before the body ended`));
+        }
+      });
+      this.streams.set(handle, s);
+      return { handle, status: res.statusCode ?? 0, headers: flatHeaders(res.headers) };
+    } catch (err) {
+      this.httpInFlight--;
+      throw err;
+    }
+  }
+
+  async httpRead(handle: number, timeoutMs: number): Promise<Uint8Array | null> {
+    const s = this.streams.get(handle);
+    if (!s) throw new HostError("not_found", `no http stream with handle ${handle}`);
+    if (s.queue.length === 0 && !s.ended && !s.failure) {
+      const ms = this.remainingMs(Math.min(Math.max(0, timeoutMs), HOST_LIMITS.maxRecvTimeoutMs));
+      if (ms > 0) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            s.wake = undefined;
+            resolve();
+          };
+          const timer = setTimeout(done, ms);
+          s.wake = done;
+        });
+      }
+    }
+    if (s.queue.length > 0) {
+      // Everything that arrived since the last read, up to the cap, in one piece: a guest that
+      // fell behind catches up in fewer host calls (each call counts against the call's cap).
+      const parts: Buffer[] = [];
+      let size = 0;
+      while (s.queue.length > 0 && size < HOST_LIMITS.maxHttpChunkBytes) {
+        const next = s.queue.shift()!;
+        const room = HOST_LIMITS.maxHttpChunkBytes - size;
+        if (next.length > room) {
+          parts.push(next.subarray(0, room));
+          s.queue.unshift(next.subarray(room));
+          size += room;
+        } else {
+          parts.push(next);
+          size += next.length;
+        }
+      }
+      const piece = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+      s.queued -= piece.length;
+      if (s.paused && s.queued < HTTP_STREAM_HIGH_WATER / 2) {
+        s.paused = false;
+        s.resume();
+      }
+      return new Uint8Array(piece);
+    }
+    if (s.failure) throw s.failure;
+    if (s.ended) return null;
+    return new Uint8Array(0);
+  }
+
+  async httpClose(handle: number): Promise<void> {
+    if (!this.streams.has(handle)) {
+      throw new HostError("not_found", `no http stream with handle ${handle}`);
+    }
+    this.closeStream(handle);
+  }
+
+  private closeStream(handle: number): void {
+    const s = this.streams.get(handle);
+    if (!s) return;
+    this.streams.delete(handle);
+    this.httpInFlight--;
+    s.destroy();
+    s.wake?.();
+  }
+
+  /**
+   * Sends the request to the address the gate checked, never to a second DNS answer
+   * (rebinding), while TLS still verifies the certificate for the host name.
+   */
+  private connect(
+    req: HttpRequest,
+    scheme: "http" | "https",
+    pinned: string,
+    timeoutMs: number,
+    onResponse: (res: http.IncomingMessage) => void,
+  ): http.ClientRequest {
+    const lib = scheme === "https" ? https : http;
+    const family = pinned.includes(":") ? 6 : 4;
+    const r = lib.request(
+      req.url,
+      {
+        method: req.method,
+        headers: { ...req.headers },
+        lookup: (_host, opts, cb) => {
+          if ((opts as { all?: boolean }).all) {
+            (cb as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, [
+              { address: pinned, family },
+            ]);
+          } else cb(null, pinned, family);
+        },
+        timeout: timeoutMs,
+      },
+      onResponse,
+    );
+    r.on("timeout", () =>
+      r.destroy(new HostError("timeout", `http request timed out after ${timeoutMs} ms`)),
+    );
+    r.end(req.body ? Buffer.from(req.body) : undefined);
+    return r;
+  }
+
   private send(req: HttpRequest, scheme: "http" | "https", pinned: string, timeoutMs: number) {
     return new Promise<HttpResponse>((resolve, reject) => {
-      const lib = scheme === "https" ? https : http;
-      const family = pinned.includes(":") ? 6 : 4;
-      // The connection goes to the address the gate checked, never to a second DNS answer
-      // (rebinding), while TLS still verifies the certificate for the host name.
-      const r = lib.request(
-        req.url,
-        {
-          method: req.method,
-          headers: { ...req.headers },
-          lookup: (_host, opts, cb) => {
-            if ((opts as { all?: boolean }).all) {
-              (cb as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, [
-                { address: pinned, family },
-              ]);
-            } else cb(null, pinned, family);
-          },
-          timeout: timeoutMs,
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          let size = 0;
-          res.on("data", (c: Buffer) => {
-            size += c.length;
-            if (size > HOST_LIMITS.maxHttpBodyBytes) {
-              res.destroy();
-              reject(
-                new HostError(
-                  "too_large",
-                  `response body over ${HOST_LIMITS.maxHttpBodyBytes} bytes`,
-                ),
-              );
-              return;
-            }
-            chunks.push(c);
+      const r = this.connect(req, scheme, pinned, timeoutMs, (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on("data", (c: Buffer) => {
+          size += c.length;
+          if (size > HOST_LIMITS.maxHttpBodyBytes) {
+            res.destroy();
+            reject(
+              new HostError(
+                "too_large",
+                `response body over ${HOST_LIMITS.maxHttpBodyBytes} bytes`,
+              ),
+            );
+            return;
+          }
+          chunks.push(c);
+        });
+        res.on("end", () => {
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: flatHeaders(res.headers),
+            body: new Uint8Array(Buffer.concat(chunks)),
           });
-          res.on("end", () => {
-            const headers: Record<string, string> = {};
-            for (const [k, v] of Object.entries(res.headers)) {
-              if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(", ") : v;
-            }
-            resolve({
-              status: res.statusCode ?? 0,
-              headers,
-              body: new Uint8Array(Buffer.concat(chunks)),
-            });
-          });
-          res.on("error", (e) => reject(new HostError("io", e.message)));
-        },
-      );
-      r.on("timeout", () =>
-        r.destroy(new HostError("timeout", `http request timed out after ${timeoutMs} ms`)),
-      );
+        });
+        res.on("error", (e) => reject(new HostError("io", e.message)));
+      });
       r.on("error", (e) => reject(e instanceof HostError ? e : new HostError("io", e.message)));
-      r.end(req.body ? Buffer.from(req.body) : undefined);
     });
   }
 

@@ -14,6 +14,13 @@ const bytes = z.instanceof(Uint8Array);
 const str = z.string();
 const timeout = z.number().int().nonnegative();
 const stringMap = z.record(z.string(), z.string());
+const httpRequest = z.object({
+  method: str,
+  url: str,
+  headers: stringMap.optional(),
+  body: bytes.optional(),
+  timeoutMs: timeout.optional(),
+});
 
 /** Each op: the schema of its argument object and the call it makes on the host. */
 const OPS = {
@@ -28,6 +35,15 @@ const OPS = {
   "sys.clock-now": op(z.object({}), (h) => h.clockNow()),
   "sys.config": op(z.object({ key: str }), (h, a) => h.config(a.key) ?? null),
   "sys.secret": op(z.object({ name: str }), (h, a) => h.secret(a.name)),
+  "sys.sleep": op(z.object({ ms: timeout }), (h, a) => h.sleep(a.ms)),
+  "sys.stream-delta": op(
+    z.strictObject({
+      text: str.optional(),
+      toolUse: z.strictObject({ id: str.min(1), name: str.optional(), inputJson: str }).optional(),
+      done: z.boolean().optional(),
+    }),
+    (h, a) => h.streamDelta(a),
+  ),
   "ipc.publish": op(z.object({ subject: str, data: bytes }), (h, a) =>
     h.ipcPublish(a.subject, a.data),
   ),
@@ -51,16 +67,12 @@ const OPS = {
   "fs.write": op(z.object({ path: str, data: bytes }), (h, a) => h.fsWrite(a.path, a.data)),
   "fs.list": op(z.object({ path: str }), (h, a) => h.fsList(a.path)),
   "fs.stat": op(z.object({ path: str }), (h, a) => h.fsStat(a.path)),
-  "net.http-request": op(
-    z.object({
-      method: str,
-      url: str,
-      headers: stringMap.optional(),
-      body: bytes.optional(),
-      timeoutMs: timeout.optional(),
-    }),
-    (h, a) => h.httpRequest(a),
+  "net.http-request": op(httpRequest, (h, a) => h.httpRequest(a)),
+  "net.http-open": op(httpRequest, (h, a) => h.httpOpen(a)),
+  "net.http-read": op(z.object({ handle: z.number().int(), timeoutMs: timeout }), (h, a) =>
+    h.httpRead(a.handle, a.timeoutMs),
   ),
+  "net.http-close": op(z.object({ handle: z.number().int() }), (h, a) => h.httpClose(a.handle)),
   "process.spawn": op(
     z.object({
       command: str,
@@ -92,6 +104,8 @@ export const HOST_OP_OF_METHOD: Readonly<Record<keyof HostApi, HostOpName>> = {
   clockNow: "sys.clock-now",
   config: "sys.config",
   secret: "sys.secret",
+  sleep: "sys.sleep",
+  streamDelta: "sys.stream-delta",
   ipcPublish: "ipc.publish",
   ipcRequest: "ipc.request",
   ipcSubscribe: "ipc.subscribe",
@@ -106,6 +120,9 @@ export const HOST_OP_OF_METHOD: Readonly<Record<keyof HostApi, HostOpName>> = {
   fsList: "fs.list",
   fsStat: "fs.stat",
   httpRequest: "net.http-request",
+  httpOpen: "net.http-open",
+  httpRead: "net.http-read",
+  httpClose: "net.http-close",
   processSpawn: "process.spawn",
   approvalRequest: "approval.request",
 };
