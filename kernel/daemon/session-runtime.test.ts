@@ -94,6 +94,29 @@ describe("SessionRuntime", () => {
     expect(nobody.text).toMatch(/refused \(denied by no-approver\)\)$/);
   });
 
+  it("lets the orchestrator call the bound model through the host and stream events", async () => {
+    const events: unknown[] = [];
+    const res = await runtime.prompt(
+      "llm:hi",
+      { timeoutMs: 5000 },
+      { onEvent: (e) => events.push(e) },
+    );
+    expect(res).toEqual({
+      text: "you said 1 message(s)",
+      stopReason: "done",
+      usage: { inputTokens: 10, outputTokens: 5, costMicroUsd: 10000 },
+    });
+    expect(events).toEqual([{ type: "status", text: "asking wasm-tools" }]);
+  });
+
+  it("passes a callee's budget refusal to the guest with its code", async () => {
+    // wasm-tools allows 0.03 USD per session at 0.01 a call: two more calls spend it.
+    await runtime.prompt("llm:a", { timeoutMs: 5000 }, { onEvent: () => {} });
+    await runtime.prompt("llm:b", { timeoutMs: 5000 }, { onEvent: () => {} });
+    const res = await runtime.prompt("llm:c", { timeoutMs: 5000 }, { onEvent: () => {} });
+    expect(res.text).toMatch(/^model refused: budget: budget: session has 0 µUSD left/);
+  });
+
   it("keeps one audit chain per capsule under the session, and they verify", async () => {
     await runtime.close();
     const keyring = new AuditKeyring([["kernel", identity.key]]);

@@ -31,7 +31,9 @@ export type HostErrorCode =
   | "timeout"
   | "too_large"
   | "io"
-  | "unavailable";
+  | "unavailable"
+  /** A callee refused for budget (ipcCall): the session cannot afford the call. */
+  | "budget";
 
 /** The only error a guest sees from a host call: a code it can branch on and a clear message. */
 export class HostError extends Error {
@@ -42,6 +44,11 @@ export class HostError extends Error {
   ) {
     super(message);
   }
+}
+
+export interface CallReply {
+  readonly kind: string;
+  readonly body: unknown;
 }
 
 export interface BusDelivery {
@@ -155,6 +162,15 @@ export interface HostApi {
   ipcSubscribe(pattern: string): Promise<number>;
   ipcRecv(handle: number, timeoutMs: number): Promise<BusDelivery | null>;
   ipcUnsubscribe(handle: number): Promise<void>;
+  /**
+   * A protocol request: the host wraps `body` in an envelope of message kind `kind` for this
+   * call's session and principal (the guest cannot claim another), sends it with the call's
+   * capability token, and returns the reply's kind and body. An `error` reply is thrown as a
+   * HostError with the callee's code and message.
+   */
+  ipcCall(subject: string, kind: string, body: unknown, timeoutMs: number): Promise<CallReply>;
+  /** Publishes a `session.event` body to this call's session event subject. */
+  sessionEmit(event: unknown): Promise<void>;
   // kv (buckets scoped to the capsule)
   kvGet(bucket: string, key: string): Promise<Uint8Array | null>;
   kvSet(bucket: string, key: string, value: Uint8Array): Promise<void>;

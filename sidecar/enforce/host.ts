@@ -12,8 +12,15 @@ import https from "node:https";
 import path from "node:path";
 import type { BusMessage, Subscription } from "../../core/bus/bus.js";
 import { assertPublishSubject } from "../../core/bus/subject.js";
-import { encode, type ProtocolError } from "../../core/protocol/envelope.js";
-import { isStreamInbox, STREAM_INBOX_PATTERN } from "../../core/protocol/topics.js";
+import { decode, encode, type ProtocolError } from "../../core/protocol/envelope.js";
+import type { ErrorReply } from "../../core/protocol/messages.js";
+import {
+  isStreamInbox,
+  type KindName,
+  MESSAGE_KINDS,
+  STREAM_INBOX_PATTERN,
+  subjects,
+} from "../../core/protocol/topics.js";
 import { allow, type Decision, deny } from "../../core/security/decision.js";
 import type { ManifestGate } from "../../core/security/gate/gate.js";
 import type { DnsLookup } from "../../core/security/gate/net.js";
@@ -22,11 +29,13 @@ import {
   type ApprovalOutcome,
   type BusDelivery,
   type CallContext,
+  type CallReply,
   type DirEntry,
   type FileStat,
   HOST_LIMITS,
   type HostApi,
   HostError,
+  type HostErrorCode,
   type HttpRequest,
   type HttpResponse,
   type HttpStreamHead,
@@ -89,6 +98,18 @@ interface HostSubscription {
   /** Set while a guest waits in ipcRecv. */
   wake: (() => void) | undefined;
 }
+
+/** A callee's error code as the guest sees it; internal faults are the callee's io. */
+const CALLEE_CODE: Record<ErrorReply["code"], HostErrorCode> = {
+  denied: "denied",
+  invalid: "invalid",
+  not_found: "not_found",
+  timeout: "timeout",
+  budget: "budget",
+  unavailable: "unavailable",
+  too_large: "too_large",
+  internal: "io",
+};
 
 const FILE_KIND = (s: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean }) =>
   s.isFile() ? "file" : s.isDirectory() ? "dir" : s.isSymbolicLink() ? "symlink" : "other";
@@ -249,6 +270,58 @@ export class EnforcedHost implements HostApi {
     const headers = this.ctx.token !== undefined ? { "astrid-token": this.ctx.token } : undefined;
     const reply = await this.viaBus(() => this.d.bus.request(this.ctx, subject, data, ms, headers));
     return reply.data;
+  }
+
+  async ipcCall(
+    subject: string,
+    kind: string,
+    body: unknown,
+    timeoutMs: number,
+  ): Promise<CallReply> {
+    const spec = MESSAGE_KINDS.get(kind);
+    if (!spec?.needsDeadline) {
+      throw new HostError("invalid", `"${kind}" is not a request kind; ipc.call sends requests`);
+    }
+    const ms = this.remainingMs(Math.max(1, timeoutMs));
+    // The envelope is the host's: session and principal are the call's, never the guest's.
+    let wire: Uint8Array;
+    try {
+      wire = encode(kind as KindName, body as never, this.meta(), { timeoutMs: ms });
+    } catch (err) {
+      const e = err as ProtocolError;
+      throw new HostError(e.code === "too_large" ? "too_large" : "invalid", e.message);
+    }
+    const reply = await this.ipcRequest(subject, wire, ms);
+    let env: ReturnType<typeof decode>;
+    try {
+      env = decode(reply, { checkDeadline: false });
+    } catch (err) {
+      throw new HostError(
+        "invalid",
+        `${subject} answered with a malformed message: ${(err as Error).message}`,
+      );
+    }
+    if (env.kind === "error") {
+      const e = env.body as ErrorReply;
+      throw new HostError(CALLEE_CODE[e.code], e.message);
+    }
+    return { kind: env.kind, body: env.body };
+  }
+
+  async sessionEmit(event: unknown): Promise<void> {
+    let wire: Uint8Array;
+    try {
+      wire = encode("session.event", event as never, this.meta());
+    } catch (err) {
+      throw new HostError("invalid", (err as Error).message);
+    }
+    await this.viaBus(() =>
+      this.d.bus.publish(this.ctx, subjects.sessionEvents(this.ctx.session), wire),
+    );
+  }
+
+  private meta() {
+    return { session: this.ctx.session, principal: this.ctx.principal, capsule: this.ctx.capsule };
   }
 
   async ipcSubscribe(pattern: string): Promise<number> {

@@ -57,6 +57,11 @@ const OPS = {
   "ipc.unsubscribe": op(z.object({ handle: z.number().int() }), (h, a) =>
     h.ipcUnsubscribe(a.handle),
   ),
+  "ipc.call": op(
+    z.object({ subject: str, kind: str, body: z.unknown(), timeoutMs: timeout }),
+    (h, a) => h.ipcCall(a.subject, a.kind, a.body, a.timeoutMs),
+  ),
+  "sys.session-emit": op(z.object({ event: z.unknown() }), (h, a) => h.sessionEmit(a.event)),
   "kv.get": op(z.object({ bucket: str, key: str }), (h, a) => h.kvGet(a.bucket, a.key)),
   "kv.set": op(z.object({ bucket: str, key: str, value: bytes }), (h, a) =>
     h.kvSet(a.bucket, a.key, a.value),
@@ -111,6 +116,8 @@ export const HOST_OP_OF_METHOD: Readonly<Record<keyof HostApi, HostOpName>> = {
   ipcSubscribe: "ipc.subscribe",
   ipcRecv: "ipc.recv",
   ipcUnsubscribe: "ipc.unsubscribe",
+  ipcCall: "ipc.call",
+  sessionEmit: "sys.session-emit",
   kvGet: "kv.get",
   kvSet: "kv.set",
   kvDelete: "kv.delete",

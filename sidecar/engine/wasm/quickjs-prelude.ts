@@ -100,7 +100,10 @@ export const QUICKJS_PRELUDE = `(() => {
       subscribe: (pattern) => call("ipc.subscribe", { pattern }),
       recv: (handle, timeoutMs) => call("ipc.recv", { handle, timeoutMs }),
       unsubscribe: (handle) => call("ipc.unsubscribe", { handle }),
+      call: (subject, kind, body, timeoutMs) =>
+        call("ipc.call", { subject, kind, body, timeoutMs }).then((r) => r.body),
     },
+    session: { emit: (event) => call("sys.session-emit", { event }) },
     kv: {
       get: (bucket, key) => call("kv.get", { bucket, key }),
       set: (bucket, key, value) => call("kv.set", { bucket, key, value }),
