@@ -61,6 +61,8 @@ export interface AssembleOptions {
    * config `bind.astrid.llm` and addresses that capsule. Rewiring is a change here, never in code.
    */
   readonly bindings?: Readonly<Record<string, string>>;
+  /** Further non-secret settings the guest reads with config() (e.g. the kernel's tool list). */
+  readonly extraConfig?: Readonly<Record<string, string>>;
   readonly logger: (level: LogLevel, message: string, fields: Record<string, unknown>) => void;
   readonly observer?: SidecarObserver;
 }

@@ -138,6 +138,10 @@ export const ContextBundle = z.strictObject({
 
 export const SessionPrompt = z.strictObject({
   text: nonEmpty,
+  history: z
+    .array(ChatMessage)
+    .optional()
+    .describe("earlier turns of the session (user and assistant texts), oldest first"),
   stdin: z.string().optional().describe("piped input (pipeline mode), kept apart from the prompt"),
   mode: z.enum(["safe", "guided", "autonomous", "yolo"]).optional(),
 });

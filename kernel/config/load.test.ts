@@ -22,7 +22,7 @@ function errorOf(text: string): string {
 describe("parseConfigText", () => {
   it("fills every default and the built-in providers for an empty file", () => {
     const c = parseConfigText("", FILE).config;
-    expect(c.defaults).toEqual({ mode: "guided", provider: "anthropic" });
+    expect(c.defaults).toEqual({ mode: "guided", orchestrator: "react", provider: "anthropic" });
     expect(c.budget).toEqual({
       session_usd: "5.00",
       call_usd: "0.50",
@@ -31,7 +31,7 @@ describe("parseConfigText", () => {
       warn_at_percent: 80,
     });
     expect(c.approvals).toEqual({ timeout_seconds: 120 });
-    expect(Object.keys(c.providers)).toEqual(["anthropic", "ollama"]);
+    expect(Object.keys(c.providers)).toEqual(["anthropic", "ollama", "replay"]);
     expect(c.providers.anthropic?.api_key_env).toBe("ANTHROPIC_API_KEY");
     expect(c.bindings).toEqual({});
     expect(c.capsules).toEqual({});
@@ -79,7 +79,12 @@ idle_exit_minutes = 0
 `,
       FILE,
     ).config;
-    expect(c.defaults).toEqual({ mode: "safe", provider: "openai", model: "gpt-5" });
+    expect(c.defaults).toEqual({
+      mode: "safe",
+      orchestrator: "react",
+      provider: "openai",
+      model: "gpt-5",
+    });
     expect(c.budget.session_usd).toBe("12.5");
     expect(c.providers.openai).toEqual({
       base_url: "https://api.openai.com/v1",
@@ -173,7 +178,7 @@ enabled = "react"
 
   it("refuses a default provider that has no table, suggesting the near one", () => {
     expect(errorOf(`[defaults]\nprovider = "antropic"\n`)).toBe(
-      `${FILE}:2: defaults.provider: no provider named "antropic" (did you mean anthropic?); add a [providers.antropic] table or choose one of anthropic, ollama`,
+      `${FILE}:2: defaults.provider: no provider named "antropic" (did you mean anthropic?); add a [providers.antropic] table or choose one of anthropic, ollama, replay`,
     );
   });
 

@@ -98,6 +98,9 @@ export const ConfigSchema = z.strictObject({
         .enum(SECURITY_MODES)
         .default("guided")
         .describe("Security mode of new sessions (docs/security.md#security-modes)."),
+      orchestrator: capsuleName
+        .default("react")
+        .describe("Capsule that serves prompts (`session.v1.prompt.*`): the agent loop."),
       provider: capsuleName
         .default("anthropic")
         .describe("Provider capsule of new sessions; a key of `[providers]`."),
@@ -141,7 +144,7 @@ export const ConfigSchema = z.strictObject({
     .record(capsuleName, providerSchema)
     .default({})
     .describe(
-      "`[providers.<name>]`: one table per provider capsule. Built in: `anthropic`, `ollama`; a table of the same name replaces the built-in one.",
+      "`[providers.<name>]`: one table per provider capsule. Built in: `anthropic`, `ollama`, `replay`; a table of the same name replaces the built-in one.",
     ),
   bindings: z
     .record(
@@ -195,4 +198,6 @@ export const BUILTIN_PROVIDERS: Readonly<Record<string, ProviderConfig>> = Objec
     base_url: "http://127.0.0.1:11434",
     price: {},
   },
+  // Offline demos and tests: plays back a recorded transcript, needs no key, costs nothing.
+  replay: { price: {} },
 });

@@ -9,7 +9,8 @@ export const STARTER_CONFIG = `# Astrid configuration. Every key: docs/config.md
 
 [defaults]
 # mode = "guided"            # safe | guided | autonomous | yolo
-# provider = "anthropic"     # a key of [providers]; built in: anthropic, ollama
+# orchestrator = "react"     # the capsule that serves prompts (the agent loop)
+# provider = "anthropic"     # a key of [providers]; built in: anthropic, ollama, replay
 # model = "claude-sonnet-4-5"
 
 [budget]

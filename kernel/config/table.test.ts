@@ -16,6 +16,7 @@ describe("the config catalogue", () => {
   it("lists every key of the schema with placeholders for user-chosen names", () => {
     expect(CONFIG_FIELDS.map((f) => f.key)).toEqual([
       "defaults.mode",
+      "defaults.orchestrator",
       "defaults.provider",
       "defaults.model",
       "budget.session_usd",

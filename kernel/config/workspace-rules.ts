@@ -20,6 +20,7 @@ export type WorkspaceRule = "stricter" | "lower" | "subset" | "forbidden";
 export const WORKSPACE_RULES: Readonly<Record<string, WorkspaceRule>> = Object.freeze({
   "defaults.mode": "stricter",
   "defaults.provider": "forbidden",
+  "defaults.orchestrator": "forbidden",
   "defaults.model": "forbidden",
   "budget.session_usd": "lower",
   "budget.call_usd": "lower",

@@ -12,7 +12,7 @@ import type { Bus, BusMessage } from "../../core/bus/bus.js";
 import { EmbeddedBus } from "../../core/bus/embedded.js";
 import { type Bindings, type Manifest, resolveGraph } from "../../core/manifest/index.js";
 import { decode, encode, expectKind } from "../../core/protocol/envelope.js";
-import type { SessionEvent, SessionResponse } from "../../core/protocol/messages.js";
+import type { ChatMessage, SessionEvent, SessionResponse } from "../../core/protocol/messages.js";
 import { subjects } from "../../core/protocol/topics.js";
 import type { BudgetLimitsInput } from "../../core/security/budget/limits.js";
 import type { SecurityMode } from "../../core/security/modes/modes.js";
@@ -44,6 +44,8 @@ export interface SessionRuntimeOptions {
   readonly tokens: TokenVerifier;
   readonly budget?: BudgetLimitsInput;
   readonly env: Readonly<Record<string, string>>;
+  /** Settings every capsule of the session can read with config(), e.g. `tool_capsules`. */
+  readonly extraConfig?: Readonly<Record<string, string>>;
   readonly approvalTimeoutMs: number;
   readonly logger: (level: LogLevel, message: string, fields: Record<string, unknown>) => void;
 }
@@ -120,6 +122,7 @@ export class SessionRuntime {
             ...(o.budget ? { budget: o.budget } : {}),
             env: o.env,
             bindings,
+            ...(o.extraConfig ? { extraConfig: o.extraConfig } : {}),
             logger: o.logger,
           }),
         );
@@ -148,7 +151,7 @@ export class SessionRuntime {
 
   async prompt(
     text: string,
-    opts: { stdin?: string; timeoutMs: number },
+    opts: { stdin?: string; history?: ChatMessage[]; timeoutMs: number },
     h: PromptHandlers,
   ): Promise<SessionResponseBody> {
     const meta = { session: this.o.session, principal: this.o.principal, capsule: "cli" };
@@ -167,7 +170,12 @@ export class SessionRuntime {
     try {
       const wire = encode(
         "session.prompt",
-        { text, ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}), mode: this.o.mode },
+        {
+          text,
+          ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}),
+          ...(opts.history && opts.history.length > 0 ? { history: opts.history } : {}),
+          mode: this.o.mode,
+        },
         meta,
         { timeoutMs: opts.timeoutMs },
       );
