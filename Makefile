@@ -11,7 +11,7 @@ setup: ## install npm packages (from package-lock.json) and nats-server
 	@bash scripts/setup.sh
 
 demo: setup ## run the local shape on its embedded defaults
-	@npx tsx kernel/demo.ts
+	@bash scripts/demo.sh
 
 test: ## set up, lint, typecheck and run the whole suite; ends with "N passed, N failed"
 	@bash scripts/test.sh

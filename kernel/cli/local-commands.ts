@@ -10,6 +10,7 @@ import { AuditKeyring, verifyChain } from "../../core/audit/index.js";
 import { homeLayout, initHome, readHomeKey } from "../config/home.js";
 import { loadEffectiveConfig } from "../config/resolve.js";
 import { CapsuleStore } from "../store.js";
+import { sessionBindings } from "../wiring.js";
 import type { Command } from "./args.js";
 
 export interface Io {
@@ -62,7 +63,14 @@ export async function runLocal(cmd: Command, home: string, io: Io): Promise<numb
     }
     case "capsule.tree": {
       const { config } = await loadEffectiveConfig(home);
-      const plan = await store.tree(config.bindings);
+      const latest = await store.latest();
+      const plan = await store.tree(
+        sessionBindings(
+          config.bindings,
+          config.defaults.provider,
+          latest.map((e) => e.manifest),
+        ),
+      );
       io.out(`start order: ${plan.order.join(" → ") || "(nothing installed)"}`);
       for (const b of plan.bindings) {
         io.out(`  ${b.importer} ─ ${b.interface} ${b.range} → ${b.exporter}@${b.version}`);

@@ -21,6 +21,7 @@ import { BUILTIN_PROVIDERS } from "../config/schema.js";
 import { type DaemonConnection, DaemonServer } from "../ipc/server.js";
 import type { ClientRequest } from "../protocol.js";
 import { CapsuleStore } from "../store.js";
+import { sessionBindings } from "../wiring.js";
 import { type ApprovalAnswer, SessionRuntime } from "./session-runtime.js";
 import { newSessionId, SessionFiles } from "./sessions.js";
 
@@ -168,18 +169,11 @@ export class Kernel {
       .filter((e) => !enabled || enabled.includes(e.name))
       .map((e) => ({ dir: e.dir, manifest: e.manifest }));
     const orchestrator = this.o.orchestrator ?? config.defaults.orchestrator;
-    const bindings: Record<string, Record<string, string>> = structuredClone(
+    const bindings = sessionBindings(
       config.bindings,
-    ) as Record<string, Record<string, string>>;
-    // The configured provider serves every model import that config.toml does not wire
-    // otherwise (a cache or router bound in [bindings] keeps its own wiring).
-    for (const c of capsules) {
-      const name = c.manifest.package.name;
-      if (c.manifest.imports.astrid?.llm === undefined || name === config.defaults.provider)
-        continue;
-      bindings[name] ??= {};
-      bindings[name]["astrid.llm"] ??= config.defaults.provider;
-    }
+      config.defaults.provider,
+      capsules.map((c) => c.manifest),
+    );
     const toolCapsules = capsules
       .filter((c) => c.manifest.exports.astrid?.tool !== undefined)
       .map((c) => c.manifest.package.name);
