@@ -96,7 +96,6 @@ export class Sidecar {
     this.capsuleBus = new CapsuleBus(o.bus, o.acl, this.log);
     this.layers = new CapsuleLayers({
       log: this.log,
-      tokens: o.tokens,
       approvals: o.approvals,
       mode: o.mode,
       yes: o.yes,

@@ -19,7 +19,6 @@ import {
   type SecurityMode,
 } from "../../core/security/modes/modes.js";
 import type { Permission } from "../../core/security/tokens/claims.js";
-import type { TokenVerifier } from "../../core/security/tokens/verifier.js";
 import type { CallContext } from "../abi/host.js";
 import type { DecisionLog } from "./decision-log.js";
 
@@ -42,8 +41,6 @@ export interface HostAction {
 
 export interface LayersOptions {
   readonly log: DecisionLog;
-  /** Absent only where tokens are not configured; a presented token is then refused. */
-  readonly tokens: TokenVerifier | undefined;
   readonly approvals: Approvals;
   readonly mode: SecurityMode;
   /** `--yes`: approvals answered as in autonomous mode; nothing else changes. */
