@@ -119,7 +119,6 @@ beforeAll(async () => {
   });
   const layers = new CapsuleLayers({
     log,
-    tokens: undefined,
     approvals: new Approvals(store, new ApprovalBroker()),
     mode: "autonomous",
     yes: false,
