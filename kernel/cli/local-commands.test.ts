@@ -37,9 +37,12 @@ describe("local commands", () => {
 
   it("lists installed capsules and their start order", async () => {
     const list = await run("capsule", "list");
-    expect(list.out.map((l) => l.split(/\s+/)[0])).toEqual(["anthropic", "replay"]);
+    expect(list.out.map((l) => l.split(/\s+/)[0])).toEqual(["anthropic", "fs", "react", "replay"]);
     const tree = await run("capsule", "tree");
-    expect(tree.out[0]).toBe("start order: anthropic → replay");
+    expect(tree.out[0]).toBe("start order: anthropic → fs → react → replay");
+    // With no [bindings], the configured provider (anthropic by default) serves react's model.
+    expect(tree.out).toContain("  react ─ astrid.llm ^1.0 → anthropic@1.0.0");
+    expect(tree.out).toContain("  react ─ astrid.tool ^1.0 → fs@1.0.0");
   });
 
   it("installs and removes a capsule from a folder", async () => {
