@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help setup demo test check typecheck lint format bench docs
+.PHONY: help setup demo test check typecheck lint format bench docs build
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ lint: setup ## biome check
 
 format: setup ## biome format + safe fixes
 	@npx biome check --write .
+
+build: setup ## bundle the CLIs into dist/ (setup does it too)
+	@node scripts/build.mjs
 
 docs: setup ## regenerate generated docs (topic reference)
 	@npx tsx scripts/gen-docs.ts

@@ -22,3 +22,6 @@ if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; t
   $sudo_cmd apt-get install -y --no-install-recommends nats-server \
     || { $sudo_cmd apt-get update && $sudo_cmd apt-get install -y --no-install-recommends nats-server; }
 fi
+
+# The command-line programs, bundled into dist/ so they start fast (see scripts/build.mjs).
+node scripts/build.mjs

@@ -262,3 +262,44 @@ describe("resolveGraph", () => {
     );
   });
 });
+
+describe("collecting interfaces", () => {
+  const cap = (name: string, imports: Record<string, string>, exports: Record<string, string>) => ({
+    package: { name, version: "1.0.0" },
+    imports: {
+      astrid: Object.fromEntries(
+        Object.entries(imports).map(([k, v]) => [k, { version: v, optional: false }]),
+      ),
+    },
+    exports: { astrid: exports },
+  });
+
+  it("binds a tool import to every tool exporter, started before the importer", () => {
+    const plan = resolveGraph([
+      cap("react", { tool: "^1" }, {}),
+      cap("shell", {}, { tool: "1.0.0" }),
+      cap("fs", {}, { tool: "1.2.0" }),
+    ]);
+    expect(plan.order).toEqual(["fs", "shell", "react"]);
+    expect(plan.bindings.map((b) => `${b.importer}→${b.exporter}`)).toEqual([
+      "react→fs",
+      "react→shell",
+    ]);
+  });
+
+  it("still binds one exporter when a binding names it, and stays ambiguous for other interfaces", () => {
+    const caps = [
+      cap("react", { tool: "^1", llm: "^1" }, {}),
+      cap("a", {}, { tool: "1.0.0", llm: "1.0.0" }),
+      cap("b", {}, { tool: "1.0.0", llm: "1.0.0" }),
+    ];
+    expect(() => resolveGraph(caps)).toThrow(
+      /react imports astrid\.llm \^1 and several capsules export it/,
+    );
+    const plan = resolveGraph(caps, { react: { "astrid.llm": "a", "astrid.tool": "b" } });
+    expect(plan.bindings.map((b) => `${b.interface}→${b.exporter}`)).toEqual([
+      "astrid.llm→a",
+      "astrid.tool→b",
+    ]);
+  });
+});

@@ -72,9 +72,16 @@ function satisfies(version: string, range: string): boolean {
   return semver.satisfies(version, range, { includePrerelease: false });
 }
 
+/**
+ * Interfaces a capsule imports from every exporter at once unless a binding picks one: an
+ * orchestrator's toolbox is all the tool capsules of the session, not one of them.
+ */
+export const COLLECTING_INTERFACES: ReadonlySet<string> = new Set(["astrid.tool"]);
+
 export function resolveGraph(
   capsules: readonly GraphCapsule[],
   bindings: Bindings = {},
+  collecting: ReadonlySet<string> = COLLECTING_INTERFACES,
 ): StartPlan {
   const names = new Set<string>();
   for (const c of capsules) {
@@ -162,6 +169,18 @@ export function resolveGraph(
       // another capsule; it only binds to itself when it is the sole exporter — a self-cycle.
       const others = fitting.filter((e) => e.name !== importer);
       const candidates = others.length > 0 ? others : fitting;
+      if (collecting.has(key) && others.length > 0) {
+        for (const e of others) {
+          resolved.push({
+            importer,
+            interface: key,
+            range: spec.version,
+            exporter: e.name,
+            version: e.version,
+          });
+        }
+        continue;
+      }
       if (candidates.length > 1) {
         throw new GraphError(
           "ambiguous-exporter",

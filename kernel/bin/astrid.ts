@@ -6,11 +6,11 @@
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { createReadStream, openSync } from "node:fs";
+import path from "node:path";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { type Command, type PromptOptions, parseCommand, UsageError } from "../cli/args.js";
-import { runLocal } from "../cli/local-commands.js";
 import { astridHome } from "../config/home.js";
+import { installRoot, runningBundled } from "../install-root.js";
 import { ensureDaemon } from "../ipc/autostart.js";
 import type { DaemonClient } from "../ipc/client.js";
 import { DaemonNotRunningError } from "../ipc/client.js";
@@ -47,7 +47,11 @@ environment: ASTRID_HOME (default ~/.astrid); provider keys such as ANTHROPIC_AP
 exit codes: 0 done; 1 failed; 2 usage error; 3 daemon unavailable; 4 the agent stopped early
 (step limit, budget spent, denied); 130 interrupted.`;
 
-const DAEMON_MAIN = fileURLToPath(new URL("./astrid-daemon.ts", import.meta.url));
+// From the bundle the daemon is dist/astrid-daemon.js and needs no loader; from the sources it
+// is the .ts file, run with the same loader this CLI was started with (process.execArgv).
+const DAEMON_MAIN = runningBundled(import.meta.url)
+  ? path.join(installRoot(), "dist", "astrid-daemon.js")
+  : path.join(installRoot(), "kernel", "bin", "astrid-daemon.ts");
 
 function out(line: string) {
   process.stdout.write(`${line}\n`);
@@ -247,8 +251,11 @@ async function main(): Promise<number> {
     case "capsule.list":
     case "capsule.remove":
     case "capsule.tree":
-    case "audit.verify":
+    case "audit.verify": {
+      // Loaded on demand: the prompt path should not pay for the build and audit code.
+      const { runLocal } = await import("../cli/local-commands.js");
       return runLocal(cmd, home, { out, err });
+    }
     case "stop":
       try {
         const { DaemonClient } = await import("../ipc/client.js");

@@ -5,10 +5,10 @@
 import { createPublicKey } from "node:crypto";
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { AuditKeyring, verifyChain } from "../../core/audit/index.js";
 import { homeLayout, initHome, readHomeKey } from "../config/home.js";
 import { loadEffectiveConfig } from "../config/resolve.js";
+import { installRoot } from "../install-root.js";
 import { CapsuleStore } from "../store.js";
 import { sessionBindings } from "../wiring.js";
 import type { Command } from "./args.js";
@@ -19,7 +19,7 @@ export interface Io {
 }
 
 /** The default distribution shipped in this repository's capsules/ folder. */
-export const DISTRIBUTION_DIR = fileURLToPath(new URL("../../capsules/", import.meta.url));
+export const DISTRIBUTION_DIR = path.join(installRoot(), "capsules");
 
 /** The key id the local kernel signs audit chains with (also used by the daemon). */
 export const KERNEL_KEY_ID = "kernel";
