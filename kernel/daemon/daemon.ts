@@ -183,9 +183,26 @@ export class Kernel {
       capsules.map((c) => c.manifest),
       bindings as Bindings,
     );
+    // A tool capsule whose required settings are missing (a GITHUB_TOKEN nobody exported) is left
+    // out of the session with a note, instead of failing every prompt.
+    const env = this.capsuleEnv(config);
+    const left = new Set<string>();
+    for (const t of toolCapsules) {
+      const c = capsules.find((x) => x.manifest.package.name === t)!;
+      const missing = Object.entries(c.manifest.env)
+        .filter(
+          ([n, e]) =>
+            e.required && env[n] === undefined && !(e.type === "string" && e.default !== undefined),
+        )
+        .map(([n]) => n);
+      if (missing.length > 0) {
+        left.add(t);
+        this.o.log(`session ${id}: ${t} not started: ${missing.join(", ")} not set`);
+      }
+    }
     const needed = new Set<string>();
     const visit = (name: string) => {
-      if (needed.has(name)) return;
+      if (needed.has(name) || left.has(name)) return;
       needed.add(name);
       for (const b of plan.bindings) if (b.importer === name) visit(b.exporter);
     };
@@ -206,8 +223,8 @@ export class Kernel {
       issuer: this.issuer,
       tokens: this.tokens,
       budget: budgetLimitsOf(config, mode),
-      env: this.providerEnv(config),
-      extraConfig: { tool_capsules: toolCapsules.join(",") },
+      env,
+      extraConfig: { tool_capsules: toolCapsules.filter((t) => needed.has(t)).join(",") },
       approvalTimeoutMs: config.approvals.timeout_seconds * 1000,
       logger: (level, message, fields) => {
         if (level === "warn" || level === "error") {
@@ -217,6 +234,16 @@ export class Kernel {
     });
     this.runtimes.set(id, { mode: key, runtime });
     return runtime;
+  }
+
+  /**
+   * The values capsules may declare in [env]: the daemon's environment (a capsule only ever sees
+   * the names its manifest declares) and config.toml's provider settings on top.
+   */
+  private capsuleEnv(config: Awaited<ReturnType<typeof loadEffectiveConfig>>["config"]) {
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(this.o.env)) if (v !== undefined) env[k] = v;
+    return { ...env, ...this.providerEnv(config) };
   }
 
   /** Provider settings of config.toml as the provider capsules' declared env values. */
