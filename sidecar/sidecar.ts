@@ -130,6 +130,9 @@ export class Sidecar {
       }
     }
     s.subs.push(o.bus.subscribe(subjects.capsuleHealth(o.capsule), (msg) => s.answerHealth(msg)));
+    // Ready means the server has our subscriptions: without this round trip a request sent
+    // right after start can meet "no responders" on NATS.
+    await o.bus.flush();
     s.state = "ready";
     return s;
   }
