@@ -435,6 +435,7 @@ function mapCode(code: string | undefined): ErrorReply["code"] {
     case "timeout":
     case "too_large":
     case "unavailable":
+    case "budget":
       return code;
     default:
       return "internal";
