@@ -1,11 +1,11 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditChain } from "../../core/audit/index.js";
 import { homeLayout, readHomeKey } from "../config/home.js";
 import { parseCommand } from "./args.js";
-import { KERNEL_KEY_ID, runLocal } from "./local-commands.js";
+import { DISTRIBUTION_DIR, KERNEL_KEY_ID, runLocal } from "./local-commands.js";
 
 let home: string;
 const run = async (...argv: string[]) => {
@@ -37,10 +37,20 @@ describe("local commands", () => {
 
   it("lists installed capsules and their start order", async () => {
     const list = await run("capsule", "list");
-    expect(list.out.map((l) => l.split(/\s+/)[0])).toEqual(["anthropic", "fs", "react", "replay"]);
+    // Every capsule of the distribution folder is installed, whatever it holds today.
+    const shipped = readdirSync(DISTRIBUTION_DIR)
+      .filter((n) => existsSync(path.join(DISTRIBUTION_DIR, n, "Capsule.toml")))
+      .sort();
+    expect(list.out.map((l) => l.split(/\s+/)[0])).toEqual(shipped);
     const tree = await run("capsule", "tree");
-    expect(tree.out[0]).toBe("start order: anthropic → fs → react → replay");
-    // With no [bindings], the configured provider (anthropic by default) serves react's model.
+    const order = tree.out[0]!.replace("start order: ", "").split(" → ");
+    expect([...order].sort()).toEqual(shipped);
+    // Exporters start first: the orchestrator after its provider and its tools.
+    for (const dep of ["anthropic", "fs"]) {
+      expect(order.indexOf(dep)).toBeLessThan(order.indexOf("react"));
+    }
+    // With no [bindings], the configured provider (anthropic by default) serves react's model,
+    // and react's tool import reaches every tool capsule.
     expect(tree.out).toContain("  react ─ astrid.llm ^1.0 → anthropic@1.0.0");
     expect(tree.out).toContain("  react ─ astrid.tool ^1.0 → fs@1.0.0");
   });
