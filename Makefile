@@ -33,3 +33,7 @@ docs: setup ## regenerate generated docs (topic reference)
 
 bench: setup ## run benchmarks (all, or SUITES="bus security")
 	@npx tsx bench/run.ts $(SUITES)
+
+.PHONY: tools
+tools: ## build etcd + kube-apiserver for the operator tests (TOOLS="all" adds kube-controller-manager, helm)
+	@bash scripts/build-tools.sh $(TOOLS)
