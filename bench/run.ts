@@ -20,6 +20,7 @@ const suites: Record<string, Suite> = {
   wasm: suite(() => import("./wasm.js")),
   mcp: suite(() => import("./mcp.js")),
   sidecar: suite(() => import("./sidecar.js")),
+  cli: suite(() => import("./cli.js")),
 };
 // `security` is issue 3's set: every layer plus the audit chain.
 const groups: Record<string, string[]> = {

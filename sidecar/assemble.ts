@@ -50,6 +50,8 @@ export interface AssembleOptions {
   readonly workspace: string;
   readonly home: string;
   readonly stateDir: string;
+  /** Lasting approval grants; default `<stateDir>/grants.json`. The local kernel shares one. */
+  readonly grantsFile?: string;
   readonly approvalTimeoutMs?: number;
   /** Session limits; the manifest's [budget] fills what is not given. */
   readonly budget?: BudgetLimitsInput;
@@ -102,7 +104,7 @@ export async function assembleSidecar(o: AssembleOptions): Promise<AssembledSide
   const broker = new ApprovalBroker();
   const detachApprover = attachBusApprover({ bus: o.bus, broker, capsule });
   const store = await ApprovalStore.open({
-    file: path.join(o.stateDir, "grants.json"),
+    file: o.grantsFile ?? path.join(o.stateDir, "grants.json"),
     mintToken: async (claims) => {
       if (!o.grantIssuer) throw new Error("no grant issuer key configured for allow_always");
       return mintToken(

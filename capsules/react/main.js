@@ -202,8 +202,16 @@ export async function prompt(body) {
   const steps = maxSteps();
   const tools = await describeTools();
   const offered = new Set(tools.map((t) => t.name));
+  // Earlier turns of the session (plain user/assistant texts kept by the kernel) come before
+  // this one, so `--session` continues the conversation rather than starting over.
+  const history = Array.isArray(body.history)
+    ? body.history.filter(
+        (m) => (m.role === "user" || m.role === "assistant") && typeof m.content === "string",
+      )
+    : [];
   const messages = [
     { role: "system", content: SYSTEM_PROMPT },
+    ...history.map((m) => ({ role: m.role, content: m.content })),
     { role: "user", content: userMessage(body) },
   ];
   const usage = { inputTokens: 0, outputTokens: 0, costMicroUsd: 0 };

@@ -5,9 +5,10 @@
  */
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { createReadStream, openSync } from "node:fs";
+import { openSync } from "node:fs";
 import path from "node:path";
 import { createInterface } from "node:readline";
+import tty from "node:tty";
 import { type Command, type PromptOptions, parseCommand, UsageError } from "../cli/args.js";
 import { astridHome } from "../config/home.js";
 import { installRoot, runningBundled } from "../install-root.js";
@@ -95,30 +96,39 @@ const ANSWERS: Record<
   d: "deny",
 };
 
-/** Asks on the terminal (not stdin, which may be a pipe); no terminal means deny. */
-async function askPerson(m: Extract<DaemonMessage, { type: "approval.needed" }>) {
-  let tty: ReturnType<typeof createReadStream>;
+/**
+ * The terminal, opened once per process: approvals are asked there, not on stdin (which may be
+ * a pipe). One reader for the whole run — a reader per question would leave a pending read
+ * that swallows the person's next answer.
+ */
+let terminal: ReturnType<typeof createInterface> | null | undefined;
+function openTerminal(): ReturnType<typeof createInterface> | null {
+  if (terminal !== undefined) return terminal;
   try {
-    tty = createReadStream("/dev/tty");
+    const input = new tty.ReadStream(openSync("/dev/tty", "r"));
+    terminal = createInterface({ input, output: process.stderr });
   } catch {
+    terminal = null;
+  }
+  return terminal;
+}
+
+/** Asks the person; no terminal means deny. */
+async function askPerson(m: Extract<DaemonMessage, { type: "approval.needed" }>) {
+  const rl = openTerminal();
+  if (!rl) {
     err(`approval needed for ${m.kind} ${m.target}, but there is no terminal: denied (use --yes)`);
     return "deny" as const;
   }
-  const rl = createInterface({ input: tty, output: process.stderr });
-  try {
-    for (;;) {
-      const a = await new Promise<string>((resolve) =>
-        rl.question(
-          `\n${m.capsule} wants ${m.kind} ${m.target}\n  (${m.reason})\n  allow [o]nce, [s]ession, [w]orkspace, [a]lways, or [d]eny? `,
-          resolve,
-        ),
-      );
-      const d = ANSWERS[a.trim().toLowerCase().slice(0, 1)];
-      if (d) return d;
-    }
-  } finally {
-    rl.close();
-    tty.destroy();
+  for (;;) {
+    const a = await new Promise<string>((resolve) =>
+      rl.question(
+        `\n${m.capsule} wants ${m.kind} ${m.target}\n  (${m.reason})\n  allow [o]nce, [s]ession, [w]orkspace, [a]lways, or [d]eny? `,
+        resolve,
+      ),
+    );
+    const d = ANSWERS[a.trim().toLowerCase().slice(0, 1)];
+    if (d) return d;
   }
 }
 

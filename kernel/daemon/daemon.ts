@@ -87,6 +87,9 @@ export class Kernel {
   }
 
   async stop(): Promise<void> {
+    // A question nobody can answer any more is a deny; otherwise a pending approval would hold
+    // the drain (and the daemon) until its timeout.
+    for (const answer of [...this.pendingApprovals.values()]) answer("deny");
     for (const { runtime } of this.runtimes.values()) await runtime.close().catch(() => undefined);
     this.runtimes.clear();
     await this.server?.close();
@@ -226,6 +229,7 @@ export class Kernel {
       env,
       extraConfig: { tool_capsules: toolCapsules.filter((t) => needed.has(t)).join(",") },
       approvalTimeoutMs: config.approvals.timeout_seconds * 1000,
+      grantsFile: homeLayout(this.o.home).grants,
       logger: (level, message, fields) => {
         if (level === "warn" || level === "error") {
           this.o.log(`${level} ${message} ${JSON.stringify(fields)}`);

@@ -47,6 +47,8 @@ export interface SessionRuntimeOptions {
   /** Settings every capsule of the session can read with config(), e.g. `tool_capsules`. */
   readonly extraConfig?: Readonly<Record<string, string>>;
   readonly approvalTimeoutMs: number;
+  /** Lasting approval grants (workspace, always), shared by every session of the home. */
+  readonly grantsFile?: string;
   readonly logger: (level: LogLevel, message: string, fields: Record<string, unknown>) => void;
 }
 
@@ -123,6 +125,7 @@ export class SessionRuntime {
             env: o.env,
             bindings,
             ...(o.extraConfig ? { extraConfig: o.extraConfig } : {}),
+            ...(o.grantsFile ? { grantsFile: o.grantsFile } : {}),
             logger: o.logger,
           }),
         );

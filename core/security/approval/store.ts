@@ -136,12 +136,24 @@ export class ApprovalStore {
 
   static async open(opts: ApprovalStoreOptions): Promise<ApprovalStore> {
     const store = new ApprovalStore(opts);
-    const content = await readGrantFile(opts.file);
-    for (const g of content.workspace) {
-      store.workspace.set(workspaceKey(g.workspace, grantKey(g.principal, g.capsule, g.action)), g);
-    }
-    for (const g of content.always) store.always.set(grantKey(g.principal, g.capsule, g.action), g);
+    store.adopt(await readGrantFile(opts.file));
     return store;
+  }
+
+  /**
+   * The grant file is the truth for lasting grants: several stores (one per capsule sidecar,
+   * per session) share it, so each lookup reads it again and each change is applied to what is
+   * on disk now, not to this store's older copy.
+   */
+  private adopt(content: GrantFile): void {
+    const workspace = new Map<string, WorkspaceGrant>();
+    for (const g of content.workspace) {
+      workspace.set(workspaceKey(g.workspace, grantKey(g.principal, g.capsule, g.action)), g);
+    }
+    const always = new Map<string, AlwaysGrant>();
+    for (const g of content.always) always.set(grantKey(g.principal, g.capsule, g.action), g);
+    this.workspace = workspace;
+    this.always = always;
   }
 
   /** An existing grant for this exact action, checked before a person is asked. */
@@ -155,6 +167,8 @@ export class ApprovalStore {
     const key = grantKey(ctx.principal, ctx.capsule, a);
     const s = this.sessions.get(ctx.session)?.get(key);
     if (s) return s;
+    await this.writing;
+    this.adopt(await readGrantFile(this.opts.file));
     if (ctx.workspace !== undefined) {
       const w = this.workspace.get(workspaceKey(normaliseWorkspace(ctx.workspace), key));
       if (w) return w;
@@ -173,10 +187,9 @@ export class ApprovalStore {
     }
     if (valid) return g;
     // Revoked or expired: the grant ends with its token.
-    if (this.always.get(key) === g) {
-      this.always.delete(key);
-      await this.persist();
-    }
+    await this.mutate((_w, always) => {
+      if (always.get(key)?.token === g.token) always.delete(key);
+    });
     return null;
   }
 
@@ -210,8 +223,7 @@ export class ApprovalStore {
         }
         const workspace = normaliseWorkspace(request.workspace);
         const grant: WorkspaceGrant = { scope: "workspace", workspace, ...base };
-        this.workspace.set(workspaceKey(workspace, key), grant);
-        await this.persist();
+        await this.mutate((w) => w.set(workspaceKey(workspace, key), grant));
         return grant;
       }
       case "allow_always": {
@@ -219,8 +231,7 @@ export class ApprovalStore {
           alwaysGrantClaims(request.principal, request.capsule, request.action),
         );
         const grant: AlwaysGrant = { scope: "always", token, ...base };
-        this.always.set(key, grant);
-        await this.persist();
+        await this.mutate((_w, always) => always.set(key, grant));
         return grant;
       }
     }
@@ -241,13 +252,19 @@ export class ApprovalStore {
     return out;
   }
 
-  private persist(): Promise<void> {
-    const content: GrantFile = {
-      version: 1,
-      workspace: [...this.workspace.values()],
-      always: [...this.always.values()],
-    };
-    const next = this.writing.then(() => writeGrantFile(this.opts.file, content));
+  /** Applies a change to the grant file as it is on disk now, one change at a time. */
+  private mutate(
+    change: (workspace: Map<string, WorkspaceGrant>, always: Map<string, AlwaysGrant>) => void,
+  ): Promise<void> {
+    const next = this.writing.then(async () => {
+      this.adopt(await readGrantFile(this.opts.file));
+      change(this.workspace, this.always);
+      await writeGrantFile(this.opts.file, {
+        version: 1,
+        workspace: [...this.workspace.values()],
+        always: [...this.always.values()],
+      });
+    });
     this.writing = next.catch(() => {});
     return next;
   }
