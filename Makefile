@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help setup demo test check typecheck lint format bench docs build
+.PHONY: help setup demo test check typecheck lint format bench docs build chart-crds
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,8 +28,13 @@ format: setup ## biome format + safe fixes
 build: setup ## bundle the CLIs into dist/ (setup does it too)
 	@node scripts/build.mjs
 
-docs: setup ## regenerate generated docs (topic reference)
+chart-crds: ## copy the generated crds/*.yaml into charts/astrid/crds/
+	@rm -f charts/astrid/crds/*.yaml && cp crds/*.yaml charts/astrid/crds/
+
+docs: setup ## regenerate generated files: topic reference, CRDs (and their chart copies)
 	@npx tsx scripts/gen-docs.ts
+	@npx tsx scripts/gen-crds.ts
+	@rm -f charts/astrid/crds/*.yaml && cp crds/*.yaml charts/astrid/crds/
 
 bench: setup ## run benchmarks (all, or SUITES="bus security")
 	@npx tsx bench/run.ts $(SUITES)
