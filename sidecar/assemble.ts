@@ -105,21 +105,15 @@ export async function assembleSidecar(o: AssembleOptions): Promise<AssembledSide
   const detachApprover = attachBusApprover({ bus: o.bus, broker, capsule });
   const store = await ApprovalStore.open({
     file: o.grantsFile ?? path.join(o.stateDir, "grants.json"),
+    // "Allow always" is a capability token for exactly the approved action (bound to its
+    // arguments for tools and commands), verified in full — expiry, revocation — on every use.
     mintToken: async (claims) => {
       if (!o.grantIssuer) throw new Error("no grant issuer key configured for allow_always");
       return mintToken(
         {
           sub: claims.principal,
           res: [claims.resource],
-          perm: [
-            claims.kind === "fs_read"
-              ? "read"
-              : claims.kind === "fs_write"
-                ? "write"
-                : claims.kind === "net"
-                  ? "connect"
-                  : "execute",
-          ],
+          perm: [permissionOf(claims.kind)],
           exp: Math.floor(Date.now() / 1000) + 365 * 24 * 3600,
           ...(claims.argsHash ? { arg: claims.argsHash } : {}),
         },
@@ -128,19 +122,13 @@ export async function assembleSidecar(o: AssembleOptions): Promise<AssembledSide
     },
     checkToken: async (token, claims) => {
       if (!o.tokens) return false;
-      return o.tokens.applies(token, {
+      const d = await o.tokens.verify(token, {
         principal: claims.principal,
         resource: claims.resource,
-        permission:
-          claims.kind === "fs_read"
-            ? "read"
-            : claims.kind === "fs_write"
-              ? "write"
-              : claims.kind === "net"
-                ? "connect"
-                : "execute",
+        permission: permissionOf(claims.kind),
         ...(claims.argsHash ? { argsHash: claims.argsHash } : {}),
       });
+      return d.allowed;
     },
   });
   const approvals = new Approvals(store, broker);
@@ -204,6 +192,20 @@ export async function assembleSidecar(o: AssembleOptions): Promise<AssembledSide
       await audit.close();
     },
   };
+}
+
+/** The token permission an approved action of this kind needs. */
+function permissionOf(kind: string): "read" | "write" | "connect" | "execute" {
+  switch (kind) {
+    case "fs_read":
+      return "read";
+    case "fs_write":
+      return "write";
+    case "net":
+      return "connect";
+    default:
+      return "execute";
+  }
 }
 
 /** Declared env values: strings become config, secrets stay apart so they can be redacted. */

@@ -99,6 +99,19 @@ interface HostSubscription {
   wake: (() => void) | undefined;
 }
 
+/** Waits until `wake()` is called (something arrived) or `ms` pass, whichever is first. */
+function waitForWake(s: { wake: (() => void) | undefined }, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      s.wake = undefined;
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    s.wake = done;
+  });
+}
+
 /** A callee's error code as the guest sees it; internal faults are the callee's io. */
 const CALLEE_CODE: Record<ErrorReply["code"], HostErrorCode> = {
   denied: "denied",
@@ -350,15 +363,7 @@ export class EnforcedHost implements HostApi {
     if (!s) throw new HostError("not_found", `no subscription with handle ${handle}`);
     const ms = this.remainingMs(Math.min(Math.max(0, timeoutMs), HOST_LIMITS.maxRecvTimeoutMs));
     if (s.queue.length === 0 && ms > 0) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          s.wake = undefined;
-          resolve();
-        };
-        const timer = setTimeout(done, ms);
-        s.wake = done;
-      });
+      await waitForWake(s, ms);
     }
     return s.queue.shift() ?? null;
   }
@@ -638,15 +643,7 @@ export class EnforcedHost implements HostApi {
     if (s.queue.length === 0 && !s.ended && !s.failure) {
       const ms = this.remainingMs(Math.min(Math.max(0, timeoutMs), HOST_LIMITS.maxRecvTimeoutMs));
       if (ms > 0) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            clearTimeout(timer);
-            s.wake = undefined;
-            resolve();
-          };
-          const timer = setTimeout(done, ms);
-          s.wake = done;
-        });
+        await waitForWake(s, ms);
       }
     }
     if (s.queue.length > 0) {
