@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,6 +15,7 @@ const identity = { key: generateKeyPairSync("ed25519").privateKey, keyId: "kerne
 const issuer = generateIssuerKey();
 let root: string;
 let runtime: SessionRuntime;
+const revocations = new MemoryRevocationSet();
 
 beforeAll(async () => {
   root = mkdtempSync(path.join(os.tmpdir(), "astrid-session-"));
@@ -39,7 +40,7 @@ beforeAll(async () => {
     issuer,
     tokens: new TokenVerifier({
       keys: new TrustedKeys([issuer.publicKey]),
-      revocations: new MemoryRevocationSet(),
+      revocations,
     }),
     env: {},
     approvalTimeoutMs: 5000,
@@ -92,6 +93,36 @@ describe("SessionRuntime", () => {
     expect(no.text).toMatch(/refused \(denied by user:test\)\)$/);
     const nobody = await runtime.prompt("ask:deploy", { timeoutMs: 5000 }, { onEvent: () => {} });
     expect(nobody.text).toMatch(/refused \(denied by no-approver\)\)$/);
+  });
+
+  it("an allow-always grant answers later asks until its token is revoked", async () => {
+    const asked: string[] = [];
+    const handlers = (answer: "allow_always" | "deny") => ({
+      onEvent: () => {},
+      onApproval: async (a: ApprovalPrompt) => {
+        asked.push(a.target);
+        return answer;
+      },
+    });
+    await runtime.prompt("ask:publish", { timeoutMs: 5000 }, handlers("allow_always"));
+    expect(asked).toEqual(["publish"]);
+    const again = await runtime.prompt("ask:publish", { timeoutMs: 5000 }, handlers("deny"));
+    expect(asked).toEqual(["publish"]);
+    expect(again.text).toMatch(/approved once\)$/);
+    // Revoke the minted token: the grant must end with it (checked in full on every use).
+    const grants = JSON.parse(
+      readFileSync(
+        path.join(root, "sessions", "s-1", "state", "echo-orchestrator", "grants.json"),
+        "utf8",
+      ),
+    ) as { always: { token: string }[] };
+    const claims = JSON.parse(
+      Buffer.from(grants.always[0]!.token.split(".")[1]!, "base64url").toString(),
+    );
+    await revocations.revoke(claims.jti, claims.exp);
+    const revoked = await runtime.prompt("ask:publish", { timeoutMs: 5000 }, handlers("deny"));
+    expect(asked).toEqual(["publish", "publish"]);
+    expect(revoked.text).toMatch(/refused \(denied by user:test\)\)$/);
   });
 
   it("lets the orchestrator call the bound model through the host and stream events", async () => {
