@@ -23,20 +23,5 @@ if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; t
     || { $sudo_cmd apt-get update && $sudo_cmd apt-get install -y --no-install-recommends nats-server; }
 fi
 
-# promtool (Debian's prometheus package) checks the chart's alert rules.
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "== apt-get install prometheus (for promtool)"
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get install -y --no-install-recommends prometheus \
-    || { $sudo_cmd apt-get update && $sudo_cmd apt-get install -y --no-install-recommends prometheus; }
-  # The package starts a prometheus service; the tests start their own when they need one.
-  $sudo_cmd systemctl stop prometheus >/dev/null 2>&1 || pkill -x prometheus || true
-fi
-
-# etcd + kube-apiserver for the control-plane tests, built from the Go module proxy at pinned
-# versions into ~/.cache/astrid/tools (about 7 minutes on a fresh machine, skipped once cached).
-bash scripts/build-tools.sh
-
 # The command-line programs, bundled into dist/ so they start fast (see scripts/build.mjs).
 node scripts/build.mjs

@@ -5,6 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
+bash scripts/setup-test-tools.sh || { echo "test tool setup failed"; echo "0 passed, 1 failed"; exit 1; }
 
 status=0
 echo "== biome check"
