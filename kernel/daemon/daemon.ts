@@ -334,12 +334,14 @@ export class Kernel {
         },
         onApproval: (a) =>
           new Promise<ApprovalAnswer>((resolve) => {
+            const onAbort = () => done("deny");
             const done = (d: ApprovalAnswer) => {
               this.pendingApprovals.delete(a.requestId);
+              signal.removeEventListener("abort", onAbort);
               resolve(d);
             };
             this.pendingApprovals.set(a.requestId, done);
-            signal.addEventListener("abort", () => done("deny"), { once: true });
+            signal.addEventListener("abort", onAbort, { once: true });
             if (!conn.send({ type: "approval.needed", id: req.id, ...a })) done("deny");
           }),
       },

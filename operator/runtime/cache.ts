@@ -47,11 +47,17 @@ interface WatchEvent {
 /** Waits `ms`, or less if `signal` aborts, so stop() never waits out a retry delay. */
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
+    // The listener goes when the sleep ends either way: a long-lived signal must not collect
+    // one listener per retry.
+    const onAbort = () => {
       clearTimeout(t);
       resolve();
-    });
+    };
+    const t = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
   });
 
 /** Default page size of lists: bounds the memory of one response on large clusters. */

@@ -1,0 +1,272 @@
+/**
+ * The Capsule reconciler: key in, the Capsule's children and status made to match its spec.
+ * Level-triggered (docs/operator-runtime.md): it reads the cache, builds the desired objects
+ * with the pure builders of desired.ts and writes only what differs, so a restart or resync
+ * writes nothing and a deleted child is re-created because it is missing.
+ */
+
+import { ManifestError } from "../../core/manifest/errors.js";
+import { type GraphCapsule, GraphError, resolveGraph } from "../../core/manifest/graph.js";
+import { parseManifest } from "../../core/manifest/parse.js";
+import type { Capsule } from "../api/capsule.js";
+import type { Condition } from "../api/common.js";
+import type { Informer } from "../runtime/cache.js";
+import type { Client } from "../runtime/client.js";
+import { isSubset } from "../runtime/client.js";
+import { type Result, TerminalError } from "../runtime/controller.js";
+import { forOwner } from "../runtime/handlers.js";
+import { objectKey, splitKey } from "../runtime/keys.js";
+import { ConfigMaps, type KubeObject, type ResourceType } from "../runtime/rest.js";
+import type { WorkQueue } from "../runtime/workqueue.js";
+import { type CapsuleWorkloadOptions, desiredChildren } from "./desired.js";
+import { Capsules, NetworkPolicies, StatefulSets } from "./resources.js";
+
+export const FINALIZER = "astrid.dev/cleanup";
+
+export interface CapsuleReconcilerOptions extends CapsuleWorkloadOptions {
+  /**
+   * Cleanup that owner references cannot do (e.g. revoking the capsule's NATS user), run once
+   * when the Capsule is deleted, before the finalizer is removed. None yet. Must be idempotent:
+   * a reconcile working from a cache that has not yet seen the finalizer go runs it again.
+   */
+  cleanup?: (capsule: Capsule) => Promise<void>;
+  /** Re-check unresolved imports this often as a safety net. Default 30 s. */
+  unresolvedRequeueMs?: number;
+  /** The clock for lastTransitionTime (tests). */
+  now?: () => Date;
+}
+
+type ConditionType = "Accepted" | "ResolvedRefs" | "Ready";
+type Status = Condition["status"];
+
+interface ConditionInput {
+  type: ConditionType;
+  status: Status;
+  reason: string;
+  message: string;
+}
+
+/** Keeps lastTransitionTime when the status did not change, so a re-reconcile writes nothing. */
+function withTimes(
+  wanted: ConditionInput[],
+  current: readonly Condition[],
+  generation: number,
+  now: string,
+): Condition[] {
+  return wanted.map((c) => {
+    const prev = current.find((p) => p.type === c.type);
+    return {
+      ...c,
+      observedGeneration: generation,
+      lastTransitionTime: prev && prev.status === c.status ? prev.lastTransitionTime : now,
+    };
+  });
+}
+
+/** Only the exporting side of a manifest: another capsule's own imports are not our concern. */
+function asExporter(m: GraphCapsule): GraphCapsule {
+  return { package: m.package, exports: m.exports, imports: {} };
+}
+
+/**
+ * Whether the capsule's imports are served by the other Capsules of its namespace. Others
+ * count only as exporters, so one capsule's missing import does not mark its neighbours False.
+ */
+export function resolveImports(
+  self: GraphCapsule,
+  others: readonly GraphCapsule[],
+): { ok: true } | { ok: false; reason: string; message: string } {
+  const seen = new Set([self.package.name]);
+  const exporters: GraphCapsule[] = [];
+  for (const o of others) {
+    if (seen.has(o.package.name)) continue;
+    seen.add(o.package.name);
+    exporters.push(asExporter(o));
+  }
+  try {
+    resolveGraph([self, ...exporters]);
+    return { ok: true };
+  } catch (err) {
+    if (!(err instanceof GraphError)) throw err;
+    const reason = err.kind.replace(/(^|-)([a-z])/g, (_m, _d, c: string) => c.toUpperCase());
+    return { ok: false, reason, message: err.message };
+  }
+}
+
+function condition(obj: KubeObject, type: ConditionType): Condition | undefined {
+  const conds = (obj.status as { conditions?: Condition[] } | undefined)?.conditions ?? [];
+  return conds.find((c) => c.type === type);
+}
+
+/** Accepted Capsules: a neighbour's change may give them an exporter or take one away. */
+function accepted(obj: KubeObject): boolean {
+  return condition(obj, "Accepted")?.status === "True";
+}
+
+/**
+ * What the reconciler acts on. A status write (its own, every reconcile that changes one)
+ * changes none of it, so it does not wake the reconciler again.
+ */
+function reconciledPart(obj: KubeObject): string {
+  const m = obj.metadata;
+  return JSON.stringify([obj.spec, m?.generation, m?.deletionTimestamp, m?.finalizers]);
+}
+
+/**
+ * Capsules by their own key; children by their owner's key; and, when a Capsule appears,
+ * changes or goes, every accepted Capsule of its namespace (it may be the exporter one waits
+ * for, or the one another just lost). Those re-checks write nothing unless ResolvedRefs moves.
+ */
+export function watchCapsules(
+  informers: { capsules: Informer; children: Informer[] },
+  queue: WorkQueue,
+): void {
+  const wake = (obj: KubeObject) => {
+    queue.add(objectKey(obj));
+    for (const c of informers.capsules.list(obj.metadata?.namespace)) {
+      if (c.metadata?.name !== obj.metadata?.name && accepted(c)) queue.add(objectKey(c));
+    }
+  };
+  informers.capsules.addEventHandler({
+    onAdd: wake,
+    onUpdate: (a, b) => {
+      if (reconciledPart(a) !== reconciledPart(b)) wake(b);
+    },
+    onDelete: wake,
+  });
+  for (const inf of informers.children)
+    inf.addEventHandler(forOwner(queue, { kind: "Capsule", group: "astrid.dev" }));
+}
+
+async function applyIfChanged(client: Client, type: ResourceType, desired: KubeObject) {
+  const current = client.get(type, desired.metadata?.namespace, desired.metadata?.name ?? "");
+  if (current && isSubset(desired, current)) return;
+  await client.apply(type, desired);
+}
+
+function parsedOrUndefined(obj: KubeObject): GraphCapsule | undefined {
+  const manifest = (obj.spec as { manifest?: unknown } | undefined)?.manifest;
+  if (typeof manifest !== "string" || obj.metadata?.deletionTimestamp) return undefined;
+  try {
+    return parseManifest(manifest);
+  } catch {
+    return undefined;
+  }
+}
+
+export function capsuleReconciler(
+  client: Client,
+  opts: CapsuleReconcilerOptions,
+): (key: string) => Promise<Result | undefined> {
+  const now = opts.now ?? (() => new Date());
+  return async (key) => {
+    const { namespace, name } = splitKey(key);
+    const capsule = client.get<Capsule & KubeObject>(Capsules, namespace, name);
+    if (!capsule) return undefined;
+    const ref = {
+      apiVersion: capsule.apiVersion,
+      kind: capsule.kind,
+      metadata: { name, namespace },
+    };
+    const finalizers = (capsule.metadata.finalizers ?? []) as string[];
+
+    if (capsule.metadata.deletionTimestamp) {
+      if (!finalizers.includes(FINALIZER)) return undefined;
+      await opts.cleanup?.(capsule);
+      // Applying without the finalizer drops it: server-side apply removes what this field
+      // manager owned and no longer sends. Children go through their owner references.
+      await client.apply(Capsules, ref);
+      return undefined;
+    }
+    if (!finalizers.includes(FINALIZER)) {
+      await client.apply(Capsules, {
+        ...ref,
+        metadata: { ...ref.metadata, finalizers: [FINALIZER] },
+      });
+    }
+
+    const generation = (capsule.metadata.generation as number | undefined) ?? 0;
+    const current = capsule.status?.conditions ?? [];
+    const stamp = now().toISOString();
+    const writeStatus = async (conds: ConditionInput[], extra: Record<string, unknown> = {}) => {
+      const status = {
+        observedGeneration: generation,
+        conditions: withTimes(conds, current, generation, stamp),
+        ...extra,
+      };
+      if (isSubset(status, capsule.status ?? {})) return;
+      await client.applyStatus(Capsules, { ...ref, status });
+    };
+
+    let manifest: ReturnType<typeof parseManifest>;
+    try {
+      manifest = parseManifest(capsule.spec.manifest);
+    } catch (err) {
+      if (!(err instanceof ManifestError)) throw err;
+      await writeStatus([
+        { type: "Accepted", status: "False", reason: "InvalidManifest", message: err.message },
+        {
+          type: "ResolvedRefs",
+          status: "Unknown",
+          reason: "NotAccepted",
+          message: "the manifest is invalid",
+        },
+        {
+          type: "Ready",
+          status: "False",
+          reason: "NotAccepted",
+          message: "the manifest is invalid",
+        },
+      ]);
+      // Retrying cannot fix the text; the user's edit is an event that brings the key back.
+      throw new TerminalError(`Capsule ${key}: ${err.message}`);
+    }
+
+    const children = desiredChildren(capsule, manifest.capabilities.net, opts);
+    await applyIfChanged(client, ConfigMaps, children.configMap);
+    await applyIfChanged(client, StatefulSets, children.statefulSet);
+    await applyIfChanged(client, NetworkPolicies, children.networkPolicy);
+
+    const others = client
+      .list(Capsules, namespace)
+      .filter((c) => c.metadata?.name !== name)
+      .map(parsedOrUndefined)
+      .filter((m): m is GraphCapsule => m !== undefined);
+    const refs = resolveImports(manifest, others);
+
+    const sts = client.get(StatefulSets, namespace, name);
+    const stsStatus = (sts?.status ?? {}) as { replicas?: number; readyReplicas?: number };
+    const ready = stsStatus.readyReplicas ?? 0;
+    const want = capsule.spec.replicas;
+    const readyCond: ConditionInput =
+      ready >= want
+        ? {
+            type: "Ready",
+            status: "True",
+            reason: want === 0 ? "ScaledToZero" : "WorkloadReady",
+            message: `${ready}/${want} replicas ready`,
+          }
+        : {
+            type: "Ready",
+            status: "False",
+            reason: "WorkloadNotReady",
+            message: `${ready}/${want} replicas ready`,
+          };
+    await writeStatus(
+      [
+        { type: "Accepted", status: "True", reason: "Accepted", message: "the manifest is valid" },
+        refs.ok
+          ? {
+              type: "ResolvedRefs",
+              status: "True",
+              reason: "Resolved",
+              message: "every import has an exporter",
+            }
+          : { type: "ResolvedRefs", status: "False", reason: refs.reason, message: refs.message },
+        readyCond,
+      ],
+      { replicas: stsStatus.replicas ?? 0, readyReplicas: ready },
+    );
+    return refs.ok ? undefined : { requeueAfter: opts.unresolvedRequeueMs ?? 30_000 };
+  };
+}
