@@ -15,6 +15,7 @@
 import { link, readFile, unlink, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
+import { processAlive } from "../process-alive.js";
 import { AuditLockedError } from "./errors.js";
 
 export const LOCK_FILE = "writer.lock";
@@ -62,7 +63,7 @@ export async function acquireWriterLock(dir: string): Promise<WriterLock> {
       const ours = pid === process.pid;
       if (
         (ours && heldHere.has(lockPath)) ||
-        (!ours && Number.isInteger(pid) && pid > 0 && isAlive(pid))
+        (!ours && Number.isInteger(pid) && pid > 0 && processAlive(pid))
       ) {
         throw new AuditLockedError(
           `audit chain ${dir} is locked by running pid ${pid} (${lockPath}); a second writer would fork the chain`,
@@ -76,15 +77,5 @@ export async function acquireWriterLock(dir: string): Promise<WriterLock> {
     );
   } finally {
     await unlink(tmp).catch(() => {});
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: the process exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }

@@ -7,6 +7,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { linkSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { processAlive } from "../../core/process-alive.js";
 import type { RuntimePaths } from "./paths.js";
 
 export interface LockRecord {
@@ -41,16 +42,6 @@ export function processStartTime(pid: number): string | null {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: a process exists that we may not signal — not ours, but alive; fail closed.
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 function parseRecord(text: string): LockRecord | null {
   try {
     const v = JSON.parse(text) as Partial<LockRecord>;
@@ -80,7 +71,7 @@ export function inspectLock(paths: RuntimePaths): LockState {
 function judge(text: string): LockState {
   const record = parseRecord(text);
   if (!record) return { kind: "stale", record: null, why: "unreadable lock file" };
-  if (!isAlive(record.pid)) return { kind: "stale", record, why: `pid ${record.pid} is dead` };
+  if (!processAlive(record.pid)) return { kind: "stale", record, why: `pid ${record.pid} is dead` };
   const now = processStartTime(record.pid);
   if (record.startTime !== null && now !== null && now !== record.startTime) {
     return { kind: "stale", record, why: `pid ${record.pid} now belongs to another process` };
