@@ -9,6 +9,7 @@ await build({
     "astrid-daemon": "kernel/bin/astrid-daemon.ts",
     "astrid-build": "kernel/bin/astrid-build.ts",
     "astrid-sidecar": "sidecar/main.ts",
+    "astrid-operator": "operator/main.ts",
   },
   outdir: "dist",
   bundle: true,
