@@ -96,6 +96,7 @@ export async function assembleSidecar(o: AssembleOptions): Promise<AssembledSide
     env: Object.entries(m.env).map(([name, e]) => ({ name, type: e.type })),
   });
   const { config, secrets } = splitEnv(m, o.env ?? {});
+  Object.assign(config, o.extraConfig);
   for (const [iface, exporter] of Object.entries(o.bindings ?? {}))
     config[`bind.${iface}`] = exporter;
 
