@@ -21,6 +21,7 @@ const suites: Record<string, Suite> = {
   mcp: suite(() => import("./mcp.js")),
   sidecar: suite(() => import("./sidecar.js")),
   cli: suite(() => import("./cli.js")),
+  capsules: suite(() => import("./capsules.js")),
 };
 // `security` is issue 3's set: every layer plus the audit chain.
 const groups: Record<string, string[]> = {
