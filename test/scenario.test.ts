@@ -156,7 +156,10 @@ describe("the distribution in one session", () => {
     const asked: ApprovalPrompt[] = [];
     const h = {
       onEvent: () => {},
-      onApproval: async (a: ApprovalPrompt) => (asked.push(a), "deny" as const),
+      onApproval: async (a: ApprovalPrompt) => {
+        asked.push(a);
+        return "deny" as const;
+      },
     };
     const first = await runtime!.prompt("Count the lines of data.txt", { timeoutMs: 60_000 }, h);
     expect(first.text).toBe("data.txt has 3 lines; I wrote that to result.txt.");
