@@ -77,18 +77,12 @@ export type AuditEntryInput = z.input<typeof AuditEntryInputSchema>;
 
 export const EntrySignatureSchema = z.strictObject({ keyId, sig: signatureB64 });
 
+/** A stored entry: the caller's fields (args replaced by their hash) plus what the writer adds. */
 export const AuditEntrySchema = z.strictObject({
   type: z.literal("entry"),
   seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
   time: isoUtcMs,
-  session: field,
-  principal: name,
-  capsule: field,
-  layer: z.enum(AUDIT_LAYERS),
-  action,
-  target: field,
-  decision: z.enum(AUDIT_DECISIONS),
-  reason: z.string().max(4096),
+  ...AuditEntryInputSchema.omit({ args: true }).shape,
   argsHash: sha256Hex.nullable(),
   prev: sha256Hex,
   hash: sha256Hex,
