@@ -3,10 +3,12 @@ import { parseManifest } from "../../core/manifest/parse.js";
 import type { Capsule } from "../api/capsule.js";
 import {
   CONFIG_HASH_ANNOTATION,
+  capsulePodParts,
   configHash,
   desiredChildren,
   desiredNetworkPolicy,
   desiredStatefulSet,
+  packageSource,
   pinnedImage,
   UNENFORCED_HOSTS_ANNOTATION,
 } from "./desired.js";
@@ -128,10 +130,165 @@ describe("desiredStatefulSet", () => {
 
   it("has no capsule container for a WASM package: the sidecar runs it", () => {
     const wasm = desiredStatefulSet(
-      capsule({ package: { wasmRef: "oci://x/web:1", digest: DIGEST } }),
+      capsule({ package: { wasmRef: "https://pkg.example/web.capsule", digest: DIGEST } }),
       opts,
     ) as Obj;
     expect((podSpec(wasm).containers as Obj[]).map((c) => c.name)).toEqual(["sidecar"]);
+  });
+
+  // The image's ENTRYPOINT is node and its CMD the operator: without args every capsule pod
+  // would have run a second operator instead of the sidecar.
+  it("starts the sidecar script, not the image's default command (the operator)", () => {
+    expect(container(sts, "sidecar")?.args).toEqual(["dist/astrid-sidecar.js"]);
+    expect(container(sts, "capsule")?.args).toBeUndefined();
+  });
+
+  it("requires tokens from the namespace issuer, mounted from astrid-trust, with KV revocation", () => {
+    const sidecar = container(sts, "sidecar") as Obj;
+    const env = Object.fromEntries((sidecar.env as Obj[]).map((e) => [e.name, e.value]));
+    expect(env).toMatchObject({
+      ASTRID_IDENTITY_KEY_FILE: "/etc/astrid/identity/key.pem",
+      ASTRID_IDENTITY_KEY_ID: "web",
+      ASTRID_TRUSTED_ISSUER_KEYS: "/etc/astrid/trust/issuer.pem",
+      ASTRID_TOKENS_REQUIRED: "true",
+      ASTRID_REVOCATION_KIND: "kv",
+      ASTRID_REVOCATION_BUCKET: "astrid-revocations",
+    });
+    expect(env.ASTRID_BINDINGS).toBeUndefined();
+    expect(sidecar.volumeMounts).toEqual([
+      { name: "package", mountPath: "/etc/astrid/package", readOnly: true },
+      { name: "identity", mountPath: "/etc/astrid/identity", readOnly: true },
+      { name: "trust", mountPath: "/etc/astrid/trust", readOnly: true },
+      { name: "tmp", mountPath: "/tmp" },
+      { name: "audit", mountPath: "/var/lib/astrid/audit" },
+    ]);
+    expect(podSpec(sts).volumes).toEqual([
+      { name: "identity", secret: { secretName: "web-identity", defaultMode: 0o440 } },
+      { name: "trust", configMap: { name: "astrid-trust" } },
+      { name: "tmp", emptyDir: { sizeLimit: "64Mi" } },
+      { name: "package", configMap: { name: "web-manifest" } },
+    ]);
+    expect(podSpec(sts).initContainers).toBeUndefined();
+  });
+
+  it("passes the resolved imports as ASTRID_BINDINGS, sorted", () => {
+    const wired = desiredStatefulSet(capsule(), opts, {
+      "astrid.llm": "cache",
+      "astrid.embed": "anthropic",
+    }) as Obj;
+    const env = ((container(wired, "sidecar")?.env ?? []) as Obj[]).find(
+      (e) => e.name === "ASTRID_BINDINGS",
+    );
+    expect(env?.value).toBe("astrid.embed=anthropic,astrid.llm=cache");
+  });
+});
+
+describe("a package fetched from wasmRef", () => {
+  const URL_REF = "https://pkg.example/capsules/web-0.1.0.capsule";
+  const wasm = capsule({ package: { wasmRef: URL_REF, digest: DIGEST } });
+  const sts = desiredStatefulSet(wasm, opts) as Obj;
+
+  it("is downloaded by the fetch-package init container into the package emptyDir", () => {
+    expect(podSpec(sts).initContainers).toEqual([
+      {
+        name: "fetch-package",
+        image: opts.sidecarImage,
+        args: ["dist/astrid-sidecar.js", "fetch-package"],
+        env: [
+          { name: "ASTRID_FETCH_URL", value: URL_REF },
+          { name: "ASTRID_FETCH_DIGEST", value: DIGEST },
+          { name: "ASTRID_FETCH_DEST", value: "/var/lib/astrid/package" },
+          { name: "ASTRID_FETCH_MANIFEST", value: "/etc/astrid/manifest/Capsule.toml" },
+        ],
+        securityContext: {
+          runAsNonRoot: true,
+          readOnlyRootFilesystem: true,
+          allowPrivilegeEscalation: false,
+          capabilities: { drop: ["ALL"] },
+          seccompProfile: { type: "RuntimeDefault" },
+        },
+        volumeMounts: [
+          { name: "package", mountPath: "/var/lib/astrid/package" },
+          { name: "manifest", mountPath: "/etc/astrid/manifest", readOnly: true },
+          { name: "tmp", mountPath: "/tmp" },
+        ],
+      },
+    ]);
+    expect(podSpec(sts).volumes).toContainEqual({
+      name: "package",
+      emptyDir: { sizeLimit: "512Mi" },
+    });
+    expect(podSpec(sts).volumes).toContainEqual({
+      name: "manifest",
+      configMap: { name: "web-manifest" },
+    });
+  });
+
+  it("is what the sidecar runs, read-only", () => {
+    const sidecar = container(sts, "sidecar") as Obj;
+    const env = Object.fromEntries((sidecar.env as Obj[]).map((e) => [e.name, e.value]));
+    expect(env.ASTRID_PACKAGE_DIR).toBe("/var/lib/astrid/package");
+    expect(sidecar.volumeMounts).toContainEqual({
+      name: "package",
+      mountPath: "/var/lib/astrid/package",
+      readOnly: true,
+    });
+  });
+
+  it("takes the emptyDir size from the options", () => {
+    const parts = capsulePodParts(wasm, {}, { ...opts, packageStorage: "2Gi" });
+    expect(parts.volumes).toContainEqual({ name: "package", emptyDir: { sizeLimit: "2Gi" } });
+  });
+
+  it("must be an http(s) URL: anything else is refused before a pod is built", () => {
+    const oci = capsule({ package: { wasmRef: "oci://ghcr.io/x/web:1", digest: DIGEST } });
+    const message =
+      'package.wasmRef "oci://ghcr.io/x/web:1": expected an http(s) URL of a .capsule archive (made by astrid-build); OCI references and other schemes are not fetched yet';
+    expect(packageSource(oci)).toEqual({ kind: "unsupported", message });
+    expect(() => desiredStatefulSet(oci, opts)).toThrow(`Capsule web: ${message}`);
+    expect(() => capsulePodParts(oci, {}, opts)).toThrow(`Capsule web: ${message}`);
+    expect(packageSource(capsule({ package: { wasmRef: "web.capsule", digest: DIGEST } }))).toEqual(
+      {
+        kind: "unsupported",
+        message:
+          'package.wasmRef "web.capsule": expected an http(s) URL of a .capsule archive (made by astrid-build); OCI references and other schemes are not fetched yet',
+      },
+    );
+    expect(
+      packageSource(capsule({ package: { wasmRef: "http://10.0.0.5/w.capsule", digest: DIGEST } }))
+        .kind,
+    ).toBe("fetch");
+  });
+});
+
+describe("capsulePodParts", () => {
+  const parts = capsulePodParts(capsule({ mode: "guided" }), { "astrid.llm": "cache" }, opts);
+
+  it("leaves the audit volume, the mode and the sidecar container to the caller", () => {
+    expect(parts.sidecarVolumeMounts.map((m) => m.name)).toEqual([
+      "package",
+      "identity",
+      "trust",
+      "tmp",
+    ]);
+    expect(parts.volumes.map((v) => v.name)).not.toContain("audit");
+    expect(parts.sidecarEnv.map((e) => e.name)).not.toContain("ASTRID_MODE");
+    expect(parts.sidecarEnv).toContainEqual({
+      name: "ASTRID_AUDIT_DIR",
+      value: "/var/lib/astrid/audit",
+    });
+    expect(parts.sidecarEnv).toContainEqual({ name: "ASTRID_BINDINGS", value: "astrid.llm=cache" });
+  });
+
+  it("is what desiredStatefulSet builds its pod from", () => {
+    const sts = desiredStatefulSet(capsule({ mode: "guided" }), opts, {
+      "astrid.llm": "cache",
+    }) as Obj;
+    expect(container(sts, "sidecar")?.env).toEqual([
+      ...parts.sidecarEnv,
+      { name: "ASTRID_MODE", value: "guided" },
+    ]);
+    expect(podSpec(sts).volumes).toEqual(parts.volumes);
   });
 
   it("keeps an image that is already pinned", () => {
@@ -162,6 +319,18 @@ describe("config hash", () => {
   it("does not change with replicas, so scaling does not roll pods", () => {
     expect(hashOf(capsule({ replicas: 3 }))).toBe(hashOf(capsule()));
   });
+
+  it("changes when an import is re-wired, so the sidecars restart with the new binding", () => {
+    const wiredHash = (b: Record<string, string>) =>
+      (desiredStatefulSet(capsule(), opts, b) as Obj).spec.template.metadata.annotations[
+        CONFIG_HASH_ANNOTATION
+      ];
+    const toCache = wiredHash({ "astrid.llm": "cache", "astrid.embed": "x" });
+    expect(toCache).not.toBe(hashOf(capsule()));
+    expect(wiredHash({ "astrid.llm": "anthropic", "astrid.embed": "x" })).not.toBe(toCache);
+    expect(wiredHash({ "astrid.embed": "x", "astrid.llm": "cache" })).toBe(toCache);
+    expect(toCache).toBe(configHash(capsule(), { "astrid.llm": "cache", "astrid.embed": "x" }));
+  });
 });
 
 describe("desiredNetworkPolicy", () => {
@@ -191,6 +360,37 @@ describe("desiredNetworkPolicy", () => {
     ]);
   });
 
+  it("lets the pod reach an IP package server, and names a DNS one it cannot open", () => {
+    const byIp = desiredNetworkPolicy(
+      capsule({ package: { wasmRef: "http://10.9.8.7:8080/web.capsule", digest: DIGEST } }),
+      [],
+      opts,
+    ) as Obj;
+    expect(byIp.spec.egress[2]).toEqual({
+      to: [{ ipBlock: { cidr: "10.9.8.7/32" } }],
+      ports: [{ protocol: "TCP", port: 8080 }],
+    });
+    expect(byIp.metadata.annotations[UNENFORCED_HOSTS_ANNOTATION]).toBe("");
+    const v6 = desiredNetworkPolicy(
+      capsule({ package: { wasmRef: "https://[fd00::1]/web.capsule", digest: DIGEST } }),
+      [],
+      opts,
+    ) as Obj;
+    expect(v6.spec.egress[2]).toEqual({
+      to: [{ ipBlock: { cidr: "fd00::1/128" } }],
+      ports: [{ protocol: "TCP", port: 443 }],
+    });
+    const byName = desiredNetworkPolicy(
+      capsule({ package: { wasmRef: "https://pkg.example/web.capsule", digest: DIGEST } }),
+      [],
+      opts,
+    ) as Obj;
+    expect(byName.spec.egress).toHaveLength(2);
+    expect(byName.metadata.annotations[UNENFORCED_HOSTS_ANNOTATION]).toBe(
+      "no egress allowed (a NetworkPolicy cannot match DNS names): https://pkg.example (package fetch)",
+    );
+  });
+
   it("allows nothing for DNS-name hosts and says so (fail closed)", () => {
     expect(np.metadata.annotations[UNENFORCED_HOSTS_ANNOTATION]).toBe(
       "no egress allowed (a NetworkPolicy cannot match DNS names): https://api.example.com:443",
@@ -218,6 +418,31 @@ describe("resolveImports", () => {
   });
 
   it("is satisfied by another capsule's export, whatever that capsule itself imports", () => {
-    expect(resolveImports(web, [llm("anthropic", "1.2.0")])).toEqual({ ok: true });
+    expect(resolveImports(web, [llm("anthropic", "1.2.0")])).toEqual({
+      ok: true,
+      bindings: { "astrid.llm": "anthropic" },
+    });
+  });
+
+  it("binds no collecting interface: every tool capsule serves it, sessions name them in settings", () => {
+    const kernel = {
+      package: { name: "react", version: "1.0.0" },
+      exports: {},
+      imports: {
+        astrid: {
+          llm: { version: "^1.0.0", optional: false },
+          tool: { version: "^1.0.0", optional: false },
+        },
+      },
+    };
+    const tool = (name: string) => ({
+      package: { name, version: "1.0.0" },
+      exports: { astrid: { tool: "1.0.0" } },
+      imports: {},
+    });
+    expect(resolveImports(kernel, [llm("cache", "1.0.0"), tool("fs"), tool("shell")])).toEqual({
+      ok: true,
+      bindings: { "astrid.llm": "cache" },
+    });
   });
 });

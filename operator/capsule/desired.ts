@@ -10,17 +10,28 @@
  * same ReadWriteOnce volume — two writers of one chain.
  */
 import { createHash } from "node:crypto";
+import { isIP } from "node:net";
 import type { NetRule } from "../../core/manifest/capability-rules.js";
 import type { Capsule } from "../api/capsule.js";
+import { ISSUER_PEM, REVOCATION_BUCKET, TRUST_CONFIGMAP, TRUST_DIR } from "../identity/issuer.js";
+import { KEY_PEM } from "../identity/key-secret.js";
 import type { KubeObject, OwnerReference } from "../runtime/rest.js";
 
 export const CONFIG_HASH_ANNOTATION = "astrid.dev/config-hash";
 export const UNENFORCED_HOSTS_ANNOTATION = "astrid.dev/unenforced-hosts";
 export const CAPSULE_LABEL = "astrid.dev/capsule";
 export const METRICS_PORT = 9464;
+/** The package of an image capsule: the manifest ConfigMap (the image holds the code). */
 export const PACKAGE_DIR = "/etc/astrid/package";
+/** The package of a fetched (wasmRef) capsule: an emptyDir the init container fills. */
+export const FETCHED_PACKAGE_DIR = "/var/lib/astrid/package";
+/** Where the fetcher reads the manifest the fetched archive must match byte for byte. */
+export const MANIFEST_DIR = "/etc/astrid/manifest";
 export const AUDIT_DIR = "/var/lib/astrid/audit";
 export const IDENTITY_DIR = "/etc/astrid/identity";
+/** The image's ENTRYPOINT is `node` and its CMD the operator: every sidecar container names its script. */
+export const SIDECAR_ARGS: readonly string[] = ["dist/astrid-sidecar.js"];
+export const FETCH_PACKAGE_ARGS: readonly string[] = ["dist/astrid-sidecar.js", "fetch-package"];
 
 export interface CapsuleWorkloadOptions {
   /** Image of the sidecar injected into every capsule pod. */
@@ -37,6 +48,8 @@ export interface CapsuleWorkloadOptions {
   auditStorage?: string;
   /** StorageClass of the audit volume; the cluster default when absent. */
   auditStorageClassName?: string;
+  /** Most a fetched package may take on the node's disk (the `package` emptyDir). Default `512Mi`. */
+  packageStorage?: string;
 }
 
 export interface CapsuleChildren {
@@ -49,6 +62,10 @@ export function manifestConfigMapName(capsule: string): string {
   return `${capsule}-manifest`;
 }
 
+export function identitySecretName(capsule: string): string {
+  return `${capsule}-identity`;
+}
+
 /** The labels of every capsule pod (docs/helm.md: the PodMonitor and baseline policy select on them). */
 export function podLabels(capsule: string): Record<string, string> {
   return {
@@ -59,7 +76,7 @@ export function podLabels(capsule: string): Record<string, string> {
   };
 }
 
-function ownerRef(capsule: Capsule): OwnerReference {
+export function capsuleOwnerRef(capsule: Capsule): OwnerReference {
   const uid = capsule.metadata.uid;
   if (typeof uid !== "string" || uid === "")
     throw new Error(`Capsule ${capsule.metadata.name} must have metadata.uid`);
@@ -78,15 +95,55 @@ function meta(capsule: Capsule, name: string): KubeObject["metadata"] {
     name,
     namespace: capsule.metadata.namespace,
     labels: podLabels(capsule.metadata.name),
-    ownerReferences: [ownerRef(capsule)],
+    ownerReferences: [capsuleOwnerRef(capsule)],
   };
 }
 
+/** How the pod gets the capsule's code. */
+export type PackageSource =
+  | { kind: "image"; image: string }
+  | { kind: "fetch"; url: URL }
+  | { kind: "unsupported"; message: string };
+
 /**
- * sha256 over what the pods run: manifest, artefact and the spec fields that reach the pod.
+ * An image runs as its own container; a wasmRef must be an http(s) URL of a `.capsule`
+ * archive, which the `fetch-package` init container downloads and checks. Anything else (an
+ * OCI reference) is refused up front: pods whose init container can never succeed would only
+ * crash-loop with the reason buried in their logs.
+ */
+export function packageSource(capsule: Capsule): PackageSource {
+  const { image, wasmRef } = capsule.spec.package;
+  if (image) return { kind: "image", image: pinnedImage(image, capsule.spec.package.digest) };
+  const ref = wasmRef ?? "";
+  let url: URL | undefined;
+  try {
+    url = new URL(ref);
+  } catch {
+    url = undefined;
+  }
+  if (url && (url.protocol === "https:" || url.protocol === "http:")) return { kind: "fetch", url };
+  return {
+    kind: "unsupported",
+    message: `package.wasmRef ${JSON.stringify(ref)}: expected an http(s) URL of a .capsule archive (made by astrid-build); OCI references and other schemes are not fetched yet`,
+  };
+}
+
+/** `iface=capsule` entries, sorted so the env and the hash do not depend on map order. */
+export function bindingList(bindings: Readonly<Record<string, string>>): string[] {
+  return Object.keys(bindings)
+    .sort()
+    .map((k) => `${k}=${bindings[k]}`);
+}
+
+/**
+ * sha256 over what the pods run: manifest, artefact, the spec fields that reach the pod and
+ * the bindings (a re-wired import must restart the sidecars that read it once at start).
  * `replicas` is left out on purpose: scaling must not roll the running pods.
  */
-export function configHash(capsule: Capsule): string {
+export function configHash(
+  capsule: Capsule,
+  bindings: Readonly<Record<string, string>> = {},
+): string {
   const s = capsule.spec;
   const relevant = {
     manifest: s.manifest,
@@ -94,6 +151,7 @@ export function configHash(capsule: Capsule): string {
     env: s.env ?? [],
     resources: s.resources ?? {},
     mode: s.mode ?? null,
+    bindings: bindingList(bindings),
   };
   return createHash("sha256").update(JSON.stringify(relevant)).digest("hex");
 }
@@ -107,7 +165,7 @@ export function desiredManifestConfigMap(capsule: Capsule): KubeObject {
   };
 }
 
-const restrictedContainer = {
+export const RESTRICTED_CONTAINER = {
   runAsNonRoot: true,
   readOnlyRootFilesystem: true,
   allowPrivilegeEscalation: false,
@@ -120,51 +178,137 @@ export function pinnedImage(image: string, digest: string): string {
   return image.includes("@") ? image : `${image}@${digest}`;
 }
 
-export function desiredStatefulSet(capsule: Capsule, opts: CapsuleWorkloadOptions): KubeObject {
+export interface CapsulePodParts {
+  initContainers: Record<string, unknown>[];
+  sidecarEnv: { name: string; value: string }[];
+  volumes: Record<string, unknown>[];
+  sidecarVolumeMounts: Record<string, unknown>[];
+}
+
+/**
+ * Everything a pod needs to run `capsule`'s package under a sidecar, except the audit volume (the caller names it).
+ *
+ * The caller mounts its audit volume at AUDIT_DIR in the sidecar, gives the sidecar container
+ * `args: SIDECAR_ARGS`, and adds what is its own: ASTRID_MODE, ASTRID_SETTINGS, session fields,
+ * and for an image package the `capsuleContainer`. Throws for a package that cannot run
+ * (see packageSource), so no pod is built that could never start.
+ */
+export function capsulePodParts(
+  capsule: Capsule,
+  bindings: Readonly<Record<string, string>>,
+  opts: CapsuleWorkloadOptions,
+): CapsulePodParts {
   const name = capsule.metadata.name;
-  const spec = capsule.spec;
-  const labels = podLabels(name);
+  const source = packageSource(capsule);
+  if (source.kind === "unsupported") throw new Error(`Capsule ${name}: ${source.message}`);
+  const fetched = source.kind === "fetch";
+  const packageDir = fetched ? FETCHED_PACKAGE_DIR : PACKAGE_DIR;
   const sidecarEnv: { name: string; value: string }[] = [
-    { name: "ASTRID_PACKAGE_DIR", value: PACKAGE_DIR },
+    { name: "ASTRID_PACKAGE_DIR", value: packageDir },
     { name: "ASTRID_BUS_KIND", value: "nats" },
     { name: "ASTRID_BUS_URL", value: opts.busUrl },
     { name: "ASTRID_AUDIT_DIR", value: AUDIT_DIR },
-    { name: "ASTRID_IDENTITY_KEY_FILE", value: `${IDENTITY_DIR}/key.pem` },
+    { name: "ASTRID_IDENTITY_KEY_FILE", value: `${IDENTITY_DIR}/${KEY_PEM}` },
     { name: "ASTRID_IDENTITY_KEY_ID", value: name },
+    // Every call must carry a token from the namespace's issuer; a revoked one is refused
+    // across all pods at once through the shared KV bucket.
+    { name: "ASTRID_TRUSTED_ISSUER_KEYS", value: `${TRUST_DIR}/${ISSUER_PEM}` },
+    { name: "ASTRID_TOKENS_REQUIRED", value: "true" },
+    { name: "ASTRID_REVOCATION_KIND", value: "kv" },
+    { name: "ASTRID_REVOCATION_BUCKET", value: REVOCATION_BUCKET },
     // The probes and Prometheus reach the sidecar from outside the pod.
     { name: "ASTRID_HTTP_HOST", value: "0.0.0.0" },
     { name: "ASTRID_HTTP_PORT", value: String(METRICS_PORT) },
   ];
+  const wired = bindingList(bindings);
+  if (wired.length > 0) sidecarEnv.push({ name: "ASTRID_BINDINGS", value: wired.join(",") });
+
+  const volumes: Record<string, unknown>[] = [
+    // 0440 with the pod's fsGroup: the private key is readable by the sidecar's group only.
+    { name: "identity", secret: { secretName: identitySecretName(name), defaultMode: 0o440 } },
+    { name: "trust", configMap: { name: TRUST_CONFIGMAP } },
+    { name: "tmp", emptyDir: { sizeLimit: "64Mi" } },
+  ];
+  const sidecarVolumeMounts: Record<string, unknown>[] = [
+    { name: "package", mountPath: packageDir, readOnly: true },
+    { name: "identity", mountPath: IDENTITY_DIR, readOnly: true },
+    { name: "trust", mountPath: TRUST_DIR, readOnly: true },
+    { name: "tmp", mountPath: "/tmp" },
+  ];
+  const initContainers: Record<string, unknown>[] = [];
+  if (fetched) {
+    volumes.push(
+      { name: "package", emptyDir: { sizeLimit: opts.packageStorage ?? "512Mi" } },
+      { name: "manifest", configMap: { name: manifestConfigMapName(name) } },
+    );
+    initContainers.push({
+      name: "fetch-package",
+      image: opts.sidecarImage,
+      args: [...FETCH_PACKAGE_ARGS],
+      env: [
+        { name: "ASTRID_FETCH_URL", value: source.url.href },
+        { name: "ASTRID_FETCH_DIGEST", value: capsule.spec.package.digest },
+        { name: "ASTRID_FETCH_DEST", value: FETCHED_PACKAGE_DIR },
+        // The operator derived the NetworkPolicy and the graph from the CR's manifest: the
+        // archive's Capsule.toml must be that very text, or the pod would run other rules.
+        { name: "ASTRID_FETCH_MANIFEST", value: `${MANIFEST_DIR}/Capsule.toml` },
+      ],
+      securityContext: RESTRICTED_CONTAINER,
+      volumeMounts: [
+        { name: "package", mountPath: FETCHED_PACKAGE_DIR },
+        { name: "manifest", mountPath: MANIFEST_DIR, readOnly: true },
+        { name: "tmp", mountPath: "/tmp" },
+      ],
+    });
+  } else {
+    volumes.push({ name: "package", configMap: { name: manifestConfigMapName(name) } });
+  }
+  return { initContainers, sidecarEnv, volumes, sidecarVolumeMounts };
+}
+
+/** The container of an image package (none for a wasmRef: the sidecar runs the module). */
+export function capsuleContainer(capsule: Capsule): Record<string, unknown> | undefined {
+  const source = packageSource(capsule);
+  if (source.kind !== "image") return undefined;
+  const spec = capsule.spec;
+  return {
+    name: "capsule",
+    image: source.image,
+    ...(spec.env ? { env: spec.env } : {}),
+    ...(spec.resources ? { resources: spec.resources } : {}),
+    securityContext: RESTRICTED_CONTAINER,
+    volumeMounts: [{ name: "tmp", mountPath: "/tmp" }],
+  };
+}
+
+export function desiredStatefulSet(
+  capsule: Capsule,
+  opts: CapsuleWorkloadOptions,
+  bindings: Readonly<Record<string, string>> = {},
+): KubeObject {
+  const name = capsule.metadata.name;
+  const spec = capsule.spec;
+  const labels = podLabels(name);
+  const parts = capsulePodParts(capsule, bindings, opts);
+  const sidecarEnv = [...parts.sidecarEnv];
   if (spec.mode) sidecarEnv.push({ name: "ASTRID_MODE", value: spec.mode });
   const probe = (path: string) => ({
     httpGet: { path, port: "metrics" },
     periodSeconds: 10,
   });
   const containers: Record<string, unknown>[] = [];
-  if (spec.package.image) {
-    containers.push({
-      name: "capsule",
-      image: pinnedImage(spec.package.image, spec.package.digest),
-      ...(spec.env ? { env: spec.env } : {}),
-      ...(spec.resources ? { resources: spec.resources } : {}),
-      securityContext: restrictedContainer,
-      volumeMounts: [{ name: "tmp", mountPath: "/tmp" }],
-    });
-  }
+  const own = capsuleContainer(capsule);
+  if (own) containers.push(own);
   containers.push({
     name: "sidecar",
     image: opts.sidecarImage,
+    args: [...SIDECAR_ARGS],
     env: sidecarEnv,
     ports: [{ name: "metrics", containerPort: METRICS_PORT, protocol: "TCP" }],
     readinessProbe: probe("/readyz"),
     livenessProbe: probe("/healthz"),
-    securityContext: restrictedContainer,
-    volumeMounts: [
-      { name: "package", mountPath: PACKAGE_DIR, readOnly: true },
-      { name: "identity", mountPath: IDENTITY_DIR, readOnly: true },
-      { name: "audit", mountPath: AUDIT_DIR },
-      { name: "tmp", mountPath: "/tmp" },
-    ],
+    securityContext: RESTRICTED_CONTAINER,
+    volumeMounts: [...parts.sidecarVolumeMounts, { name: "audit", mountPath: AUDIT_DIR }],
   });
   const pvcSpec: Record<string, unknown> = {
     accessModes: ["ReadWriteOnce"],
@@ -180,7 +324,10 @@ export function desiredStatefulSet(capsule: Capsule, opts: CapsuleWorkloadOption
       serviceName: name,
       selector: { matchLabels: { [CAPSULE_LABEL]: name } },
       template: {
-        metadata: { labels, annotations: { [CONFIG_HASH_ANNOTATION]: configHash(capsule) } },
+        metadata: {
+          labels,
+          annotations: { [CONFIG_HASH_ANNOTATION]: configHash(capsule, bindings) },
+        },
         spec: {
           // Capsule pods never talk to the API server; a mounted token would only be loot.
           automountServiceAccountToken: false,
@@ -191,12 +338,9 @@ export function desiredStatefulSet(capsule: Capsule, opts: CapsuleWorkloadOption
             fsGroup: 10001,
             seccompProfile: { type: "RuntimeDefault" },
           },
+          ...(parts.initContainers.length > 0 ? { initContainers: parts.initContainers } : {}),
           containers,
-          volumes: [
-            { name: "package", configMap: { name: manifestConfigMapName(name) } },
-            { name: "identity", secret: { secretName: `${name}-identity` } },
-            { name: "tmp", emptyDir: { sizeLimit: "64Mi" } },
-          ],
+          volumes: parts.volumes,
         },
       },
       volumeClaimTemplates: [{ metadata: { name: "audit" }, spec: pvcSpec }],
@@ -212,7 +356,7 @@ function ipBlockCidr(rule: NetRule): string | undefined {
 }
 
 /**
- * Egress: DNS, NATS and the manifest's IP/CIDR hosts; nothing else. A NetworkPolicy cannot
+ * Egress: DNS, NATS, the manifest's IP/CIDR hosts and the package server; nothing else. A NetworkPolicy cannot
  * name DNS hosts, and allowing "any address" for them would open the pod to the world, so they
  * get no rule here (fail closed) and are listed in an annotation; the sidecar's own net check
  * still applies to them, but a cluster egress proxy is needed for the traffic to flow.
@@ -255,6 +399,20 @@ export function desiredNetworkPolicy(
     if (rule.port !== "any") peer.ports = [{ protocol: "TCP", port: rule.port }];
     egress.push(peer);
   }
+  // The init container downloads the package from inside the pod, so the pod must reach the
+  // package server; the guest still cannot (the sidecar's net check knows only the manifest).
+  const source = packageSource(capsule);
+  if (source.kind === "fetch") {
+    const host = source.url.hostname.replace(/^\[|\]$/g, "");
+    const port = Number(source.url.port || (source.url.protocol === "https:" ? 443 : 80));
+    const family = isIP(host);
+    if (family === 0) unenforced.push(`${source.url.origin} (package fetch)`);
+    else
+      egress.push({
+        to: [{ ipBlock: { cidr: `${host}/${family === 6 ? 128 : 32}` } }],
+        ports: [{ protocol: "TCP", port }],
+      });
+  }
   const metadata = meta(capsule, name) ?? {};
   // Always set (empty when none), so a host removed from the manifest also leaves the
   // annotation: isSubset cannot notice a field the builder stopped setting.
@@ -280,10 +438,11 @@ export function desiredChildren(
   capsule: Capsule,
   netRules: readonly NetRule[],
   opts: CapsuleWorkloadOptions,
+  bindings: Readonly<Record<string, string>> = {},
 ): CapsuleChildren {
   return {
     configMap: desiredManifestConfigMap(capsule),
-    statefulSet: desiredStatefulSet(capsule, opts),
+    statefulSet: desiredStatefulSet(capsule, opts, bindings),
     networkPolicy: desiredNetworkPolicy(capsule, netRules, opts),
   };
 }

@@ -4,6 +4,7 @@
  * WorkloadNotReady) and nothing garbage-collects children, so deletion checks only that owner
  * references are set and the finalizer comes off.
  */
+import { createPrivateKey } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,12 +14,14 @@ import {
   controlPlaneToolsBuilt,
   startControlPlane,
 } from "../../test/harness/control-plane.js";
+import { IssuerStore } from "../identity/issuer.js";
 import { Controller } from "../runtime/controller.js";
 import { Manager } from "../runtime/manager.js";
-import { ConfigMaps, type KubeObject, KubeRest, resourcePath } from "../runtime/rest.js";
+import { ConfigMaps, type KubeObject, KubeRest, resourcePath, Secrets } from "../runtime/rest.js";
 import { createNamespace, kubeConfigFor, waitFor } from "../runtime/test-support.js";
 import { WorkQueue } from "../runtime/workqueue.js";
 import { CONFIG_HASH_ANNOTATION, UNENFORCED_HOSTS_ANNOTATION } from "./desired.js";
+import { CapsuleIdentities } from "./identity-secret.js";
 import { capsuleReconciler, FINALIZER, watchCapsules } from "./reconciler.js";
 import { Capsules, NetworkPolicies, StatefulSets } from "./resources.js";
 
@@ -31,6 +34,7 @@ if (!built)
 const repo = (p: string) => new URL(`../../${p}`, import.meta.url);
 const NS = "astrid-demo";
 const DIGEST = `sha256:${"a".repeat(64)}`;
+const PKG = (name: string) => `https://pkg.example/capsules/${name}-1.0.0.capsule`;
 const opts = { sidecarImage: "ghcr.io/astrid-dev/astrid:1.0.0", busUrl: "nats://nats.nats:4222" };
 
 type Condition = { type: string; status: string; reason: string; message: string };
@@ -53,6 +57,8 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
   let queue: WorkQueue;
   let controller: Controller;
   let writes = 0;
+  let identityVersion: string | undefined;
+  let identityPem: string | undefined;
   const cleaned: string[] = [];
   const reconciles = new Map<string, number>();
 
@@ -122,6 +128,8 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
     );
     const reconcile = capsuleReconciler(client, {
       ...opts,
+      issuers: new IssuerStore(manager.rest),
+      identities: new CapsuleIdentities(manager.rest),
       unresolvedRequeueMs: 60_000,
       cleanup: async (c) => {
         cleaned.push(c.metadata.name);
@@ -151,6 +159,8 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
 
   it("turns examples/capsule-fs.yaml into a ConfigMap, a StatefulSet and a NetworkPolicy it owns", async () => {
     const example = parse(readFileSync(repo("examples/capsule-fs.yaml"), "utf8")) as Obj;
+    // The example names an OCI artefact, which is not fetched yet (UnsupportedPackageRef).
+    example.spec.package.wasmRef = PKG("fs");
     const created = await rest.request<Obj>("POST", resourcePath(Capsules, NS), {
       body: example,
     });
@@ -172,8 +182,12 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
     });
     expect(pod.metadata.annotations[CONFIG_HASH_ANNOTATION]).toMatch(/^[0-9a-f]{64}$/);
     expect(pod.spec.automountServiceAccountToken).toBe(false);
-    // wasmRef: no capsule container, the sidecar runs the module.
+    // wasmRef: no capsule container, the sidecar runs the module the init container fetched.
     expect(pod.spec.containers.map((c: Obj) => c.name)).toEqual(["sidecar"]);
+    expect(pod.spec.containers[0].args).toEqual(["dist/astrid-sidecar.js"]);
+    expect(pod.spec.initContainers.map((c: Obj) => [c.name, c.args])).toEqual([
+      ["fetch-package", ["dist/astrid-sidecar.js", "fetch-package"]],
+    ]);
     expect(pod.spec.containers[0].ports[0]).toMatchObject({ name: "metrics", containerPort: 9464 });
     expect(sts.spec.volumeClaimTemplates[0].metadata.name).toBe("audit");
 
@@ -198,6 +212,41 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
       expect(c.observedGeneration).toBe(status.metadata?.generation);
   });
 
+  it("creates the capsule's identity Secret and the namespace's issuer before the pods need them", async () => {
+    const fs = (await get(Capsules, "fs")) as Obj;
+    const secret = await waitFor("identity Secret", () => get(Secrets, "fs-identity"));
+    expect(secret.metadata?.ownerReferences).toEqual([
+      {
+        apiVersion: "astrid.dev/v1alpha1",
+        kind: "Capsule",
+        name: "fs",
+        uid: fs.metadata?.uid,
+        controller: true,
+        blockOwnerDeletion: true,
+      },
+    ]);
+    expect(Object.keys(secret.data)).toEqual(["key.pem"]);
+    const pem = Buffer.from(secret.data["key.pem"], "base64").toString();
+    expect(pem.startsWith("-----BEGIN PRIVATE KEY-----")).toBe(true);
+    expect(createPrivateKey(pem).asymmetricKeyType).toBe("ed25519");
+    identityVersion = secret.metadata?.resourceVersion;
+    identityPem = pem;
+
+    const sts = (await get(StatefulSets, "fs")) as Obj;
+    expect(sts.spec.template.spec.volumes).toContainEqual({
+      name: "identity",
+      secret: { secretName: "fs-identity", defaultMode: 0o440 },
+    });
+    expect(sts.spec.template.spec.volumes).toContainEqual({
+      name: "trust",
+      configMap: { name: "astrid-trust", defaultMode: 0o644 },
+    });
+    expect((await get(ConfigMaps, "astrid-trust"))?.data["issuer.pem"]).toMatch(
+      /^-----BEGIN PUBLIC KEY-----/,
+    );
+    expect((await get(Secrets, "astrid-issuer"))?.data["key.pem"]).toBeDefined();
+  });
+
   it("writes nothing when reconciling again", async () => {
     const versions = async () =>
       Promise.all([
@@ -205,6 +254,9 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
         get(ConfigMaps, "fs-manifest"),
         get(StatefulSets, "fs"),
         get(NetworkPolicies, "fs"),
+        get(Secrets, "fs-identity"),
+        get(Secrets, "astrid-issuer"),
+        get(ConfigMaps, "astrid-trust"),
       ]).then((objs) => objs.map((o) => o?.metadata?.resourceVersion));
     const before = await versions();
     await waitFor(
@@ -247,6 +299,41 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
     });
     expect(rolled.metadata?.uid).toBe(old?.metadata?.uid);
     expect((await get(ConfigMaps, "fs-manifest"))?.data).toEqual({ "Capsule.toml": edited });
+    // The key that signs the audit chain stays: a changed Capsule is the same identity.
+    const secret = (await get(Secrets, "fs-identity")) as Obj;
+    expect(secret.metadata?.resourceVersion).toBe(identityVersion);
+    expect(Buffer.from(secret.data["key.pem"], "base64").toString()).toBe(identityPem);
+  });
+
+  it("refuses a wasmRef that is not http(s) with Accepted=False, then runs it once it is", async () => {
+    const text = manifest("oci", "");
+    await putCapsule("oci", text, { wasmRef: "oci://x/oci:1" });
+    const message =
+      'package.wasmRef "oci://x/oci:1": expected an http(s) URL of a .capsule archive (made by astrid-build); OCI references and other schemes are not fetched yet';
+    const refused = await waitFor("Accepted=False", async () => {
+      const c = await get(Capsules, "oci");
+      return condition(c, "Accepted")?.status === "False" ? c : undefined;
+    });
+    expect(condition(refused, "Accepted")).toMatchObject({
+      reason: "UnsupportedPackageRef",
+      message,
+    });
+    expect(condition(refused, "Ready")).toMatchObject({ status: "False", reason: "NotAccepted" });
+    expect(controller.terminalErrors().get(`${NS}/oci`)).toBe(`Capsule ${NS}/oci: ${message}`);
+    expect(await get(StatefulSets, "oci")).toBeUndefined();
+    expect(await get(Secrets, "oci-identity")).toBeUndefined();
+
+    await putCapsule("oci", text, { wasmRef: PKG("oci") });
+    const sts = await waitFor("StatefulSet", () => get(StatefulSets, "oci"));
+    expect(sts.spec.template.spec.initContainers[0].env[0]).toEqual({
+      name: "ASTRID_FETCH_URL",
+      value: PKG("oci"),
+    });
+    const accepted = await waitFor("Accepted=True", async () => {
+      const c = await get(Capsules, "oci");
+      return condition(c, "Accepted")?.status === "True" ? c : undefined;
+    });
+    expect(condition(accepted, "Accepted")?.reason).toBe("Accepted");
   });
 
   it("marks an invalid manifest Accepted=False with the parser's file:line message, not retried", async () => {
@@ -293,14 +380,43 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
       "https://api.example.com:443",
     );
 
-    await putCapsule("llm", manifest("llm", '\n[exports.astrid]\nllm = "1.1.0"\n'), {
+    const webHash = async () =>
+      (await get(StatefulSets, "web"))?.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION];
+    const unwired = await webHash();
+    const bindingsOf = async () =>
+      (((await get(StatefulSets, "web"))?.spec.template.spec.containers ?? []) as Obj[])
+        .find((c) => c.name === "sidecar")
+        ?.env.find((e: Obj) => e.name === "ASTRID_BINDINGS")?.value;
+    expect(await bindingsOf()).toBeUndefined();
+
+    // An exporter whose package cannot be fetched cannot serve anything.
+    await putCapsule("llmoci", manifest("llmoci", '\n[exports.astrid]\nllm = "1.1.0"\n'), {
       wasmRef: "oci://x/llm:1",
+    });
+    await waitFor("llmoci refused", async () =>
+      condition(await get(Capsules, "llmoci"), "Accepted")?.reason === "UnsupportedPackageRef"
+        ? true
+        : undefined,
+    );
+    const n = reconciles.get(`${NS}/web`) ?? 0;
+    queue.add(`${NS}/web`);
+    await waitFor("web reconciled", () => (reconciles.get(`${NS}/web`) ?? 0) > n);
+    expect(condition(await get(Capsules, "web"), "ResolvedRefs")?.reason).toBe("MissingExporter");
+    await rest.request("DELETE", resourcePath(Capsules, NS, "llmoci"));
+
+    await putCapsule("llm", manifest("llm", '\n[exports.astrid]\nllm = "1.1.0"\n'), {
+      wasmRef: PKG("llm"),
     });
     const resolved = await waitFor("ResolvedRefs=True", async () => {
       const c = await get(Capsules, "web");
       return condition(c, "ResolvedRefs")?.status === "True" ? c : undefined;
     });
     expect(condition(resolved, "ResolvedRefs")?.reason).toBe("Resolved");
+    // The wiring reaches the sidecar, and re-wiring rolls the pods.
+    await waitFor("ASTRID_BINDINGS set", async () =>
+      (await bindingsOf()) === "astrid.llm=llm" ? true : undefined,
+    );
+    expect(await webHash()).not.toBe(unwired);
 
     // Losing the exporter is noticed too: its delete wakes the capsules that imported from it.
     await rest.request("DELETE", resourcePath(Capsules, NS, "llm"));
@@ -321,6 +437,7 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
       [ConfigMaps, "fs-manifest"],
       [StatefulSets, "fs"],
       [NetworkPolicies, "fs"],
+      [Secrets, "fs-identity"],
     ] as const) {
       const child = await get(type, name);
       expect(child?.metadata?.ownerReferences?.[0]?.uid).toBe(fs.metadata?.uid);

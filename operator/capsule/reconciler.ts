@@ -6,10 +6,16 @@
  */
 
 import { ManifestError } from "../../core/manifest/errors.js";
-import { type GraphCapsule, GraphError, resolveGraph } from "../../core/manifest/graph.js";
+import {
+  COLLECTING_INTERFACES,
+  type GraphCapsule,
+  GraphError,
+  resolveGraph,
+} from "../../core/manifest/graph.js";
 import { parseManifest } from "../../core/manifest/parse.js";
 import type { Capsule } from "../api/capsule.js";
 import type { Condition } from "../api/common.js";
+import type { IssuerStore } from "../identity/issuer.js";
 import type { Informer } from "../runtime/cache.js";
 import type { Client } from "../runtime/client.js";
 import { isSubset } from "../runtime/client.js";
@@ -18,16 +24,22 @@ import { forOwner } from "../runtime/handlers.js";
 import { objectKey, splitKey } from "../runtime/keys.js";
 import { ConfigMaps, type KubeObject, type ResourceType } from "../runtime/rest.js";
 import type { WorkQueue } from "../runtime/workqueue.js";
-import { type CapsuleWorkloadOptions, desiredChildren } from "./desired.js";
+import { type CapsuleWorkloadOptions, desiredChildren, packageSource } from "./desired.js";
+import type { CapsuleIdentities } from "./identity-secret.js";
 import { Capsules, NetworkPolicies, StatefulSets } from "./resources.js";
 
 export const FINALIZER = "astrid.dev/cleanup";
 
 export interface CapsuleReconcilerOptions extends CapsuleWorkloadOptions {
+  /** The namespace's token issuer: its trust ConfigMap must exist before pods mount it. */
+  issuers: IssuerStore;
+  /** Creates each capsule's `<name>-identity` Secret before its pods need it. */
+  identities: CapsuleIdentities;
   /**
-   * Cleanup that owner references cannot do (e.g. revoking the capsule's NATS user), run once
-   * when the Capsule is deleted, before the finalizer is removed. None yet. Must be idempotent:
-   * a reconcile working from a cache that has not yet seen the finalizer go runs it again.
+   * Cleanup that owner references cannot do (e.g. revoking a per-capsule NATS user, which is
+   * not issued yet), run once when the Capsule is deleted, before the finalizer is removed.
+   * Must be idempotent: a reconcile working from a cache that has not yet seen the finalizer
+   * go runs it again.
    */
   cleanup?: (capsule: Capsule) => Promise<void>;
   /** Re-check unresolved imports this often as a safety net. Default 30 s. */
@@ -75,7 +87,7 @@ function asExporter(m: GraphCapsule): GraphCapsule {
 export function resolveImports(
   self: GraphCapsule,
   others: readonly GraphCapsule[],
-): { ok: true } | { ok: false; reason: string; message: string } {
+): { ok: true; bindings: Record<string, string> } | { ok: false; reason: string; message: string } {
   const seen = new Set([self.package.name]);
   const exporters: GraphCapsule[] = [];
   for (const o of others) {
@@ -84,8 +96,16 @@ export function resolveImports(
     exporters.push(asExporter(o));
   }
   try {
-    resolveGraph([self, ...exporters]);
-    return { ok: true };
+    const plan = resolveGraph([self, ...exporters]);
+    // `astrid.llm=anthropic`: the sidecar gives the guest `bind.astrid.llm`. A collecting
+    // interface (every tool capsule at once) has no single target; sessions name them in
+    // settings instead.
+    const bindings: Record<string, string> = {};
+    for (const b of plan.bindings) {
+      if (b.importer === self.package.name && !COLLECTING_INTERFACES.has(b.interface))
+        bindings[b.interface] = b.exporter;
+    }
+    return { ok: true, bindings };
   } catch (err) {
     if (!(err instanceof GraphError)) throw err;
     const reason = err.kind.replace(/(^|-)([a-z])/g, (_m, _d, c: string) => c.toUpperCase());
@@ -144,10 +164,12 @@ async function applyIfChanged(client: Client, type: ResourceType, desired: KubeO
   await client.apply(type, desired);
 }
 
+/** A Capsule whose pods can never start (invalid manifest, unfetchable package) exports nothing. */
 function parsedOrUndefined(obj: KubeObject): GraphCapsule | undefined {
   const manifest = (obj.spec as { manifest?: unknown } | undefined)?.manifest;
   if (typeof manifest !== "string" || obj.metadata?.deletionTimestamp) return undefined;
   try {
+    if (packageSource(obj as unknown as Capsule).kind === "unsupported") return undefined;
     return parseManifest(manifest);
   } catch {
     return undefined;
@@ -172,7 +194,10 @@ export function capsuleReconciler(
 
     if (capsule.metadata.deletionTimestamp) {
       if (!finalizers.includes(FINALIZER)) return undefined;
+      // The identity Secret and the other children go with their owner reference; the
+      // NATS user is not issued yet, so there is nothing else to undo.
       await opts.cleanup?.(capsule);
+      opts.identities.forget(capsule);
       // Applying without the finalizer drops it: server-side apply removes what this field
       // manager owned and no longer sends. Children go through their owner references.
       await client.apply(Capsules, ref);
@@ -222,10 +247,32 @@ export function capsuleReconciler(
       throw new TerminalError(`Capsule ${key}: ${err.message}`);
     }
 
-    const children = desiredChildren(capsule, manifest.capabilities.net, opts);
-    await applyIfChanged(client, ConfigMaps, children.configMap);
-    await applyIfChanged(client, StatefulSets, children.statefulSet);
-    await applyIfChanged(client, NetworkPolicies, children.networkPolicy);
+    const source = packageSource(capsule);
+    if (source.kind === "unsupported") {
+      await writeStatus([
+        {
+          type: "Accepted",
+          status: "False",
+          reason: "UnsupportedPackageRef",
+          message: source.message,
+        },
+        {
+          type: "ResolvedRefs",
+          status: "Unknown",
+          reason: "NotAccepted",
+          message: "the package cannot be fetched",
+        },
+        {
+          type: "Ready",
+          status: "False",
+          reason: "NotAccepted",
+          message: "the package cannot be fetched",
+        },
+      ]);
+      // Pods whose init container can never succeed would only crash-loop; the user's edit
+      // of package.wasmRef is the event that brings the key back.
+      throw new TerminalError(`Capsule ${key}: ${source.message}`);
+    }
 
     const others = client
       .list(Capsules, namespace)
@@ -233,6 +280,16 @@ export function capsuleReconciler(
       .map(parsedOrUndefined)
       .filter((m): m is GraphCapsule => m !== undefined);
     const refs = resolveImports(manifest, others);
+
+    // What the pods mount must exist before they are scheduled, or they wait in
+    // ContainerCreating: the namespace's trust ConfigMap and the capsule's identity Secret.
+    await opts.issuers.ensure(namespace ?? "");
+    await opts.identities.ensure(capsule);
+    const bindings = refs.ok ? refs.bindings : {};
+    const children = desiredChildren(capsule, manifest.capabilities.net, opts, bindings);
+    await applyIfChanged(client, ConfigMaps, children.configMap);
+    await applyIfChanged(client, StatefulSets, children.statefulSet);
+    await applyIfChanged(client, NetworkPolicies, children.networkPolicy);
 
     const sts = client.get(StatefulSets, namespace, name);
     const stsStatus = (sts?.status ?? {}) as { replicas?: number; readyReplicas?: number };
