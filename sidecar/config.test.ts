@@ -99,6 +99,10 @@ describe("loadSidecarConfig: sources and precedence", () => {
       mode: "safe",
       approvalTimeoutMs: 120_000,
       http: { host: "127.0.0.1", port: 9464 },
+      bindings: [],
+      settings: [],
+      kv: { kind: "local" },
+      task: { timeoutMs: 600_000 },
       logLevel: "info",
       drainTimeoutMs: 30_000,
     });
@@ -324,6 +328,107 @@ describe("loadSidecarConfig: errors name the source, the field and what was expe
       [
         'flag --bus-url: bus.url: expected a URL starting with "nats://", "tls://" or "ws(s)://"',
         "flag --budget-warn-percent: budget.warnPercent: expected at most 100, got 101",
+      ].join("\n"),
+    );
+  });
+});
+
+const TASK = [
+  "--session",
+  "s-1",
+  "--principal",
+  "user:alice",
+  "--task-text",
+  "summarise the README",
+  "--task-token-file",
+  "/etc/astrid/session/token",
+  "--task-result-file",
+  "/dev/termination-log",
+];
+
+describe("loadSidecarConfig: bindings, settings, kv and task mode", () => {
+  it("reads bindings and settings from repeated flags and comma-separated variables", async () => {
+    const c = await load([
+      ...BASE,
+      "--bindings",
+      "astrid.llm=cache",
+      "--bindings=astrid.tool=fs",
+      "--settings",
+      "max_steps=8",
+    ]);
+    expect(c.bindings).toEqual(["astrid.llm=cache", "astrid.tool=fs"]);
+    expect(c.settings).toEqual(["max_steps=8"]);
+    const e = await load(BASE, {
+      ASTRID_BINDINGS: "astrid.llm=cache, astrid.tool=fs",
+      ASTRID_SETTINGS: "tool_capsules=fs,shell,max_steps=8,empty=",
+    });
+    expect(e.bindings).toEqual(["astrid.llm=cache", "astrid.tool=fs"]);
+    // A value may hold commas: the contract's `tool_capsules=<a,b>` is one setting.
+    expect(e.settings).toEqual(["tool_capsules=fs,shell", "max_steps=8", "empty="]);
+  });
+
+  it("names every bad binding and setting entry", async () => {
+    expect(
+      await errorOf(BASE, {
+        ASTRID_BINDINGS: "llm,astrid.llm=cache.>,astrid.llm=a,astrid.llm=b",
+        ASTRID_SETTINGS: "fs,bind.astrid.llm=x,a=1,a=2, =3",
+      }),
+    ).toBe(
+      [
+        'env ASTRID_BINDINGS: bindings: entry "llm": expected iface=capsule, e.g. astrid.llm=cache',
+        'env ASTRID_BINDINGS: bindings: entry "astrid.llm=cache.>": expected a capsule name matching ^[a-z][a-z0-9-]{0,62}$ after "=", got "cache.>"',
+        'env ASTRID_BINDINGS: bindings: entry "astrid.llm=b": astrid.llm is bound twice (to a and b)',
+        'env ASTRID_SETTINGS: settings: entry "fs": expected key=value, e.g. tool_capsules=fs,shell',
+        'env ASTRID_SETTINGS: settings: entry "bind.astrid.llm=x": bind.* keys are set through bindings, not settings',
+        'env ASTRID_SETTINGS: settings: entry "a=2": a is set twice',
+        'env ASTRID_SETTINGS: settings: entry "=3": expected a key matching ^[A-Za-z_][A-Za-z0-9_.-]*$ before "=", got ""',
+      ].join("\n"),
+    );
+    expect(await errorOf([...BASE, "--bindings", "Astrid=x"])).toBe(
+      'flag --bindings: bindings: entry "Astrid=x": expected an interface like astrid.llm before "=", got "Astrid"',
+    );
+  });
+
+  it("takes kv.kind jetstream with an optional bucket, only on NATS", async () => {
+    const c = await load(["--config", await file("kv.toml", FILE_OK), "--kv-kind", "jetstream"]);
+    expect(c.kv).toEqual({ kind: "jetstream" });
+    const b = await load(["--config", await file("kv2.toml", FILE_OK)], {
+      ASTRID_KV_KIND: "jetstream",
+      ASTRID_KV_BUCKET: "astrid-kv-cache",
+    });
+    expect(b.kv).toEqual({ kind: "jetstream", bucket: "astrid-kv-cache" });
+    expect(await errorOf([...BASE, "--kv-kind", "jetstream"])).toBe(
+      'flag --kv-kind: kv.kind: expected "local" while bus.kind is not "nats": a JetStream bucket needs NATS',
+    );
+    expect(await errorOf([...BASE, "--kv-kind", "redis"])).toBe(
+      'flag --kv-kind: kv.kind: expected one of "local", "jetstream", got "redis"',
+    );
+  });
+
+  it("reads task mode from ASTRID_TASK_* with the timeout defaulting to ten minutes", async () => {
+    const c = await load(BASE, {
+      ASTRID_SESSION: "s-1",
+      ASTRID_PRINCIPAL: "user:alice",
+      ASTRID_TASK_TEXT: "summarise the README",
+      ASTRID_TASK_TOKEN_FILE: "/etc/astrid/session/token",
+      ASTRID_TASK_RESULT_FILE: "/dev/termination-log",
+    });
+    expect(c.task).toEqual({
+      text: "summarise the README",
+      tokenFile: "/etc/astrid/session/token",
+      resultFile: "/dev/termination-log",
+      timeoutMs: 600_000,
+    });
+    expect((await load([...BASE, ...TASK, "--task-timeout-ms", "5000"])).task.timeoutMs).toBe(5000);
+  });
+
+  it("refuses a task without session, principal, token file or result file, all at once", async () => {
+    expect(await errorOf([...BASE, "--task-text", "go"])).toBe(
+      [
+        "session: required with task.text (set --session, ASTRID_SESSION or session in the config file)",
+        "principal: required with task.text (set --principal, ASTRID_PRINCIPAL or principal in the config file)",
+        "flag --task-text: task.tokenFile: required with task.text (set --task-token-file, ASTRID_TASK_TOKEN_FILE or task.tokenFile in the config file)",
+        "flag --task-text: task.resultFile: required with task.text (set --task-result-file, ASTRID_TASK_RESULT_FILE or task.resultFile in the config file)",
       ].join("\n"),
     );
   });

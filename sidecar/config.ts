@@ -15,6 +15,7 @@ import { indexPositions, type KeyPath, locate } from "../core/manifest/locate.js
 import { usdToMicro } from "../core/manifest/money.js";
 import { closestKey } from "../core/manifest/suggest.js";
 import { SECURITY_MODES } from "../core/security/modes/policy-table.js";
+import { type PairsResult, parseBindings, parseSettings, splitPairList } from "./pairs.js";
 
 const path = z.string().min(1);
 
@@ -42,6 +43,17 @@ const natsBus = z.strictObject({
 });
 
 const embeddedBus = z.strictObject({ kind: z.literal("embedded") });
+
+/** A `name=value` list; each bad entry is one issue naming it. */
+const pairList = (parse: (entries: readonly string[]) => PairsResult, item: string) =>
+  z
+    .array(z.string())
+    .default([])
+    .superRefine((entries, ctx) => {
+      const r = parse(entries);
+      if (!r.ok) for (const message of r.errors) ctx.addIssue({ code: "custom", message });
+    })
+    .meta({ listOf: item });
 
 export const SidecarConfigSchema = z
   .strictObject({
@@ -151,6 +163,56 @@ export const SidecarConfigSchema = z
           .describe("Port of the health/metrics server (0: any free port)."),
       })
       .prefault({}),
+    bindings: pairList(parseBindings, "IFACE=CAPSULE").describe(
+      "Imports wired to exporters (`astrid.llm=cache`); the guest reads `bind.<iface>`. Flag: repeat it; env: comma-separated.",
+    ),
+    settings: pairList(parseSettings, "KEY=VALUE").describe(
+      "Settings the guest reads with config(). Flag: repeat it; env: comma-separated (a part without `=` continues a value).",
+    ),
+    kv: z
+      .discriminatedUnion("kind", [
+        z.strictObject({ kind: z.literal("local") }),
+        z.strictObject({
+          kind: z.literal("jetstream"),
+          bucket: z
+            .string()
+            .regex(
+              /^[A-Za-z0-9_-]+$/,
+              "expected a JetStream bucket name (letters, digits, _ and -)",
+            )
+            .optional()
+            .describe("JetStream KV bucket; default `astrid-kv-<capsule>`."),
+        }),
+      ])
+      .default({ kind: "local" })
+      .describe(
+        "Store of the guest's kv calls: `local` (memory) or `jetstream` (a KV bucket the replicas share; needs NATS).",
+      ),
+    task: z
+      .strictObject({
+        text: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            "Task mode: once ready, send this prompt to the capsule, write the result, exit. Needs `session`, `principal`.",
+          ),
+        tokenFile: path
+          .optional()
+          .describe("File holding the capability token the task's prompt carries."),
+        resultFile: path
+          .optional()
+          .describe(
+            "Where the task's result goes: one JSON line, at most 4096 bytes (`/dev/termination-log`).",
+          ),
+        timeoutMs: z
+          .number()
+          .int()
+          .min(1)
+          .default(600_000)
+          .describe("How long the task's prompt may run before it fails."),
+      })
+      .prefault({}),
     logLevel: z
       .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
       .default("info")
@@ -171,6 +233,32 @@ export const SidecarConfigSchema = z
         path: ["revocation", "kind"],
         message:
           'expected "file" or "kv" while tokens.required is true: without a revocation list a revoked token would still be accepted',
+      });
+    }
+    // A task needs all of these to be sent and answered; report every missing one at once.
+    if (c.task.text !== undefined) {
+      const needs: [string[], unknown][] = [
+        [["session"], c.session],
+        [["principal"], c.principal],
+        [["task", "tokenFile"], c.task.tokenFile],
+        [["task", "resultFile"], c.task.resultFile],
+      ];
+      for (const [p, v] of needs) {
+        if (v === undefined) {
+          ctx.addIssue({
+            code: "custom",
+            path: p,
+            message: `required with task.text${howToSet(p.join("."))}`,
+          });
+        }
+      }
+    }
+    // Replicas share the JetStream bucket through the bus connection; there is none embedded.
+    if (c.kv.kind === "jetstream" && c.bus.kind !== "nats") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["kv", "kind"],
+        message: 'expected "local" while bus.kind is not "nats": a JetStream bucket needs NATS',
       });
     }
     // Required tokens with no issuer to trust would deny every call; say so at start instead.
@@ -205,6 +293,8 @@ export interface ConfigField {
   readonly description: string;
   /** For fields of one variant of a union: e.g. `bus.kind = nats`. */
   readonly onlyWhen?: string;
+  /** For a list of `name=value` entries: its placeholder, e.g. `IFACE=CAPSULE`. */
+  readonly listOf?: string;
 }
 
 interface JsonSchema {
@@ -218,6 +308,7 @@ interface JsonSchema {
   const?: unknown;
   default?: unknown;
   description?: string;
+  listOf?: string;
 }
 
 const kebab = (s: string): string => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
@@ -230,7 +321,7 @@ function buildCatalogue(): { fields: ConfigField[]; unions: Set<string> } {
     p: string[],
     s: JsonSchema,
     required: boolean,
-    extra: { values?: string[]; onlyWhen?: string; description?: string } = {},
+    extra: { values?: string[]; onlyWhen?: string; description?: string; default?: unknown } = {},
   ): void => {
     const key = p.join(".");
     const type: LeafType =
@@ -242,6 +333,7 @@ function buildCatalogue(): { fields: ConfigField[]; unions: Set<string> } {
             ? "string[]"
             : "string";
     const values = extra.values ?? (s.enum as string[] | undefined);
+    const default_ = extra.default ?? s.default;
     fields.push({
       key,
       path: p,
@@ -249,10 +341,11 @@ function buildCatalogue(): { fields: ConfigField[]; unions: Set<string> } {
       env: `ASTRID_${p.map((x) => kebab(x).replace(/-/g, "_")).join("_")}`.toUpperCase(),
       type,
       ...(values ? { values } : {}),
-      ...(s.default !== undefined ? { default: s.default } : {}),
-      required: required && s.default === undefined,
+      ...(default_ !== undefined ? { default: default_ } : {}),
+      required: required && default_ === undefined,
       description: extra.description ?? s.description ?? "",
       ...(extra.onlyWhen ? { onlyWhen: extra.onlyWhen } : {}),
+      ...(s.listOf ? { listOf: s.listOf } : {}),
     });
   };
   const walk = (p: string[], s: JsonSchema, required: boolean): void => {
@@ -261,9 +354,14 @@ function buildCatalogue(): { fields: ConfigField[]; unions: Set<string> } {
       const key = p.join(".");
       unions.add(key);
       const kinds = variants.map((v) => String(v.properties?.kind?.const));
+      const defaultKind =
+        typeof s.default === "object" && s.default !== null
+          ? (s.default as { kind?: unknown }).kind
+          : undefined;
       leaf([...p, "kind"], { type: "string" }, required, {
         values: kinds,
         description: s.description ?? "",
+        ...(defaultKind !== undefined ? { default: defaultKind } : {}),
       });
       for (const v of variants) {
         const kind = String(v.properties?.kind?.const);
@@ -388,6 +486,9 @@ function parseScalar(
       if (text === "true" || text === "false") return { ok: true, value: text === "true" };
       return { ok: false, message: `expected true or false, got ${JSON.stringify(text)}` };
     case "string[]":
+      // `tool_capsules=fs,shell` is one setting: in a name=value list a part without `=`
+      // continues the previous value.
+      if (field.listOf === "KEY=VALUE") return { ok: true, value: splitPairList(text) };
       return {
         ok: true,
         value: text
@@ -688,7 +789,9 @@ function issuesFromZod(
           at(`expected a quoted decimal USD amount like "0.50", got ${describe(value)}`);
         } else {
           const expected = field
-            ? EXPECTED[field.type]
+            ? field.listOf
+              ? `a list of ${field.listOf} entries`
+              : EXPECTED[field.type]
             : iss.expected === "object"
               ? "a table"
               : iss.expected;
@@ -779,6 +882,7 @@ export async function loadSidecarConfig(
 
 function typeText(f: ConfigField, code: (s: string) => string): string {
   if (f.values) return f.values.map(code).join(", ");
+  if (f.listOf) return `list of ${code(f.listOf)}`;
   return f.type === "string[]" ? "list of files" : f.type;
 }
 
@@ -788,9 +892,12 @@ const shown = (v: unknown): string => (Array.isArray(v) ? "none" : String(v));
 export function sidecarHelp(): string {
   const lines = [
     "Usage: astrid-sidecar [--config FILE] [--FLAG VALUE ...]",
+    "       astrid-sidecar fetch-package [--FLAG VALUE ...]   (see fetch-package --help)",
     "",
     "Hosts one capsule: loads its package, joins the bus and puts every call through",
     "Astrid's security layers, writing each decision to a signed audit chain.",
+    "With --task-text (a session pod) it sends that prompt to the capsule once ready,",
+    "writes the result to --task-result-file and exits: 0 answered, 1 failed.",
     "",
     "Each setting comes from, in increasing precedence: the TOML config file",
     `(${CONFIG_FLAG} FILE or ${CONFIG_ENV}; keys are the field names, e.g. bus.url),`,
@@ -805,7 +912,7 @@ export function sidecarHelp(): string {
     const value = f.values
       ? f.values.join("|")
       : f.type === "string[]"
-        ? "FILE"
+        ? (f.listOf ?? "FILE")
         : f.type.toUpperCase();
     const notes = [
       `Env ${f.env}.`,

@@ -1,10 +1,14 @@
 /**
  * `astrid-sidecar`: hosts one capsule. Reads its configuration (flags, ASTRID_* variables, an
  * optional TOML file; see docs/sidecar.md), loads the capsule package, connects to the bus and
- * serves the capsule's exports under the five layers until SIGTERM, then drains.
+ * serves the capsule's exports under the five layers until SIGTERM, then drains. With
+ * `task.text` (a session pod) it sends that one prompt once ready, writes the result and exits.
  *
- * Exit codes: 0 stopped and drained; 1 start failed; 2 bad configuration or manifest;
- * 70 uncaught error; 130 second signal while draining.
+ * `astrid-sidecar fetch-package` is the init container that downloads and verifies a package
+ * (sidecar/fetch-package.ts).
+ *
+ * Exit codes: 0 stopped and drained, or task answered; 1 start failed or task failed; 2 bad
+ * configuration or manifest; 70 uncaught error; 130 second signal while draining.
  */
 import { createPrivateKey, createPublicKey } from "node:crypto";
 import { readFile } from "node:fs/promises";
@@ -22,13 +26,20 @@ import type { RevocationSet } from "../core/security/tokens/revocation/revocatio
 import { TokenVerifier } from "../core/security/tokens/verifier.js";
 import { assembleSidecar } from "./assemble.js";
 import { loadSidecarConfig, type SidecarConfig, SidecarConfigError } from "./config.js";
+import { defaultKvBucket, JetStreamKvStore } from "./enforce/kv-jetstream.js";
+import { runFetchPackage } from "./fetch-package.js";
 import { createLogger, type SidecarLogger } from "./log.js";
 import { SidecarMetrics } from "./metrics.js";
+import { parseBindings, parseSettings } from "./pairs.js";
 import { runUntilSignal } from "./process.js";
+import { runSessionTask } from "./task.js";
 
 const EXIT_USAGE = 2;
 
 async function main(): Promise<void> {
+  if (process.argv[2] === "fetch-package") {
+    process.exit(await runFetchPackage(process.argv.slice(3), process.env));
+  }
   let config: SidecarConfig;
   try {
     const loaded = await loadSidecarConfig({ argv: process.argv.slice(2), env: process.env });
@@ -102,6 +113,16 @@ async function start(
     (logger[level as "info"] ?? logger.info).call(logger, fields, message);
 
   const budget = budgetOverride(config, manifest);
+  // Validated by the config schema already; parsed again here into the maps assemble takes.
+  const bindings = parseBindings(config.bindings);
+  const settings = parseSettings(config.settings);
+  if (!bindings.ok || !settings.ok) throw new Error("bindings or settings are invalid");
+  const kv =
+    config.kv.kind === "jetstream"
+      ? await JetStreamKvStore.open((bus as NatsBus).connection, {
+          bucket: config.kv.bucket ?? defaultKvBucket(capsule),
+        })
+      : undefined;
   const assembled = await assembleSidecar({
     packageDir: config.packageDir,
     manifest,
@@ -118,6 +139,9 @@ async function start(
     approvalTimeoutMs: config.approvalTimeoutMs,
     ...(budget ? { budget } : {}),
     env: declaredEnv(manifest),
+    bindings: bindings.value,
+    extraConfig: settings.value,
+    ...(kv ? { kv } : {}),
     logger: log,
     observer: {
       callStarted: (kind) => {
@@ -134,8 +158,29 @@ async function start(
       budget: (session, ledger) => metrics.budget(session, ledger.snapshot()),
     },
   });
-  logger.info({ mode: config.mode, engine: manifest.engine.type }, "serving");
+  logger.info(
+    { mode: config.mode, engine: manifest.engine.type, kv: kv?.bucket ?? "local" },
+    "serving",
+  );
+  const task = config.task;
   return {
+    ...(task.text !== undefined
+      ? {
+          task: () =>
+            runSessionTask({
+              bus,
+              // The config schema requires these with task.text.
+              session: config.session!,
+              principal: config.principal!,
+              mode: config.mode,
+              text: task.text!,
+              tokenFile: task.tokenFile!,
+              resultFile: task.resultFile!,
+              timeoutMs: task.timeoutMs,
+              logger,
+            }),
+        }
+      : {}),
     ready: () => assembled.sidecar.ready,
     drain: () => assembled.sidecar.drain(),
     inFlight: () => [`${assembled.sidecar.inFlightCount} call(s)`],

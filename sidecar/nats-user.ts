@@ -4,11 +4,23 @@
  * sessions, its own lifecycle, audit notices and health probe, and its private inbox.
  */
 
-import { STREAM_INBOX_PATTERN } from "../core/protocol/topics.js";
+import { STREAM_INBOX_PATTERN, subjects } from "../core/protocol/topics.js";
 import type { IpcAcl } from "../core/security/acl/ipc-acl.js";
 import { type NatsPermissions, natsPermissions } from "../core/security/acl/nats-permissions.js";
 
-export function sidecarNatsPermissions(acl: IpcAcl, capsule: string): NatsPermissions {
+export interface SidecarNatsOptions {
+  /**
+   * A task-mode sidecar (a session pod) sends its session's task to its own capsule: it may
+   * publish that one session's prompt subject, no other session's.
+   */
+  readonly taskSession?: string;
+}
+
+export function sidecarNatsPermissions(
+  acl: IpcAcl,
+  capsule: string,
+  opts: SidecarNatsOptions = {},
+): NatsPermissions {
   const base = natsPermissions(acl);
   const publish = new Set([
     ...(base.publish.allow ?? []),
@@ -17,6 +29,7 @@ export function sidecarNatsPermissions(acl: IpcAcl, capsule: string): NatsPermis
     `capsule.v1.lifecycle.${capsule}`,
     // llm.delta messages to the stream inbox a request named; the host checks the exact subject.
     STREAM_INBOX_PATTERN,
+    ...(opts.taskSession !== undefined ? [subjects.sessionPrompt(opts.taskSession)] : []),
   ]);
   const subscribe = new Set([
     ...(base.subscribe.allow ?? []),

@@ -6,8 +6,8 @@
  * finish so their audit entries and budget settlements are written, then closes. A call cut
  * off mid-way would leave a reservation unsettled and an audit entry missing.
  *
- * Exit codes: 0 clean stop (also after a drain that hit its bound, which is logged),
- * 1 start failed or drain/close failed, 70 uncaught exception (after a drain attempt),
+ * Exit codes: 0 clean stop (also after a drain that hit its bound, which is logged) or a task
+ * answered, 1 start failed, a task failed, or drain/close failed, 70 uncaught exception (after a drain attempt),
  * 130 a second signal while draining.
  */
 
@@ -32,6 +32,11 @@ export interface Drainable {
   close(): Promise<void>;
   /** The calls still running, for the log line written when the drain bound hits. */
   inFlight?(): readonly unknown[];
+  /**
+   * A one-shot job (task mode) run once started; its result is the exit code, after which the
+   * process drains and exits as on a signal. A signal first wins: the job is not awaited.
+   */
+  task?(): Promise<number>;
 }
 
 export interface StartContext {
@@ -217,6 +222,20 @@ export async function runUntilSignal(opts: RunUntilSignalOptions): Promise<void>
   if (state === "starting") {
     state = "running";
     logger.info("started");
+    const task = drainable.task?.bind(drainable);
+    if (task) {
+      void task()
+        .catch((e: unknown) => {
+          logger.error({ err: e }, "task failed");
+          return EXIT_FAILED;
+        })
+        .then((code) => {
+          if (state !== "running") return;
+          state = "draining";
+          logger.info({ exitCode: code, drainTimeoutMs }, "task done; draining");
+          void shutdown(code);
+        });
+    }
   }
   return finished;
 }
