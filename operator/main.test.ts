@@ -1,23 +1,28 @@
 /**
- * `astrid-operator` as a process against a real etcd + kube-apiserver: configured by the
- * chart's environment, it takes its Lease, reconciles a Capsule into its StatefulSet, answers
- * /readyz, and exits 0 on SIGTERM. Bad configuration exits 2 naming every problem.
+ * `astrid-operator` as a process against a real etcd + kube-apiserver and a real nats-server:
+ * configured by the chart's environment, it takes its Lease, reconciles a Capsule into its
+ * StatefulSet and an AgentSession into its status, answers approval requests on the bus,
+ * answers /readyz, and exits 0 on SIGTERM. Bad configuration exits 2 naming every problem.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { connectNatsBus } from "../core/bus/nats.js";
+import { decode, encode, expectKind } from "../core/protocol/envelope.js";
+import { subjects } from "../core/protocol/topics.js";
 import {
   type ControlPlaneHandle,
   controlPlaneToolsBuilt,
   startControlPlane,
 } from "../test/harness/control-plane.js";
-import { freePort } from "../test/harness/nats-server.js";
+import { freePort, type NatsServerHandle, startNatsServer } from "../test/harness/nats-server.js";
 import { Capsules, StatefulSets } from "./capsule/resources.js";
 import { operatorEnv } from "./operator.js";
 import { type KubeObject, KubeRest, resourcePath } from "./runtime/rest.js";
 import { createNamespace, kubeConfigFor, waitFor } from "./runtime/test-support.js";
+import { AgentSessions } from "./session/resources.js";
 
 const run = promisify(execFile);
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
@@ -39,6 +44,15 @@ describe("operatorEnv", () => {
     );
   });
 
+  it("takes the operator's own NATS credentials file when given, none otherwise", () => {
+    const base = { ASTRID_SIDECAR_IMAGE: "i", ASTRID_BUS_URL: "nats://n:4222" };
+    expect(operatorEnv(base).busCredsFile).toBeUndefined();
+    expect(
+      operatorEnv({ ...base, ASTRID_BUS_CREDS_FILE: "/etc/astrid/nats/operator.creds" })
+        .busCredsFile,
+    ).toBe("/etc/astrid/nats/operator.creds");
+  });
+
   it("exits 2 with the message when run without its settings", async () => {
     const r = await run(process.execPath, ["--import", "tsx", MAIN], {
       env: { PATH: process.env.PATH ?? "" },
@@ -50,12 +64,13 @@ describe("operatorEnv", () => {
 
 describe.skipIf(!built)("astrid-operator process", () => {
   let cp: ControlPlaneHandle;
+  let nats: NatsServerHandle;
   let rest: KubeRest;
   let child: ChildProcess;
   let port: number;
 
   beforeAll(async () => {
-    cp = await startControlPlane();
+    [cp, nats] = await Promise.all([startControlPlane(), startNatsServer()]);
     rest = new KubeRest(kubeConfigFor(cp));
     await createNamespace(rest, NS);
     for (const file of ["capsule", "agentsession", "approval"]) {
@@ -82,7 +97,7 @@ describe.skipIf(!built)("astrid-operator process", () => {
         PATH: process.env.PATH ?? "",
         KUBECONFIG: cp.kubeconfigPath,
         ASTRID_SIDECAR_IMAGE: "example.org/astrid:0.1.0",
-        ASTRID_BUS_URL: "nats://nats:4222",
+        ASTRID_BUS_URL: nats.url,
         ASTRID_WATCH_NAMESPACES: NS,
         ASTRID_POD_NAMESPACE: NS,
         ASTRID_POD_NAME: "operator-0",
@@ -94,7 +109,7 @@ describe.skipIf(!built)("astrid-operator process", () => {
 
   afterAll(async () => {
     child?.kill("SIGKILL");
-    await cp?.stop();
+    await Promise.all([cp?.stop(), nats?.dispose()]);
   });
 
   it("takes the lease, reconciles a Capsule into its StatefulSet and answers /readyz", async () => {
@@ -122,6 +137,83 @@ describe.skipIf(!built)("astrid-operator process", () => {
         .then((r) => r.status === 200)
         .catch(() => false),
     );
+  });
+
+  it("reconciles an AgentSession: finalizer on, Accepted=False naming the missing capsule", async () => {
+    await rest.request("POST", resourcePath(AgentSessions, NS), {
+      body: {
+        apiVersion: "astrid.dev/v1alpha1",
+        kind: "AgentSession",
+        metadata: { name: "run1", namespace: NS },
+        spec: {
+          task: "t",
+          orchestrator: "react",
+          capsules: ["react", "fs"],
+          mode: "guided",
+          budget: { maxSessionUsd: "1", maxCallUsd: "0.1", maxSessionTokens: 10, maxCallTokens: 1 },
+          principal: "alice",
+        },
+      },
+    });
+    type Session = KubeObject & {
+      status?: { conditions?: { type: string; status: string; reason: string; message: string }[] };
+    };
+    const s = await waitFor("the session's Accepted condition", async () => {
+      const obj = await rest.request<Session>("GET", resourcePath(AgentSessions, NS, "run1"));
+      return obj.status?.conditions?.find((c) => c.type === "Accepted") ? obj : undefined;
+    });
+    expect(s.metadata?.finalizers).toEqual(["astrid.dev/revoke-session-token"]);
+    expect(s.status?.conditions?.find((c) => c.type === "Accepted")).toMatchObject({
+      status: "False",
+      reason: "CapsulesNotFound",
+      message: "capsules not found: react",
+    });
+  });
+
+  it("answers approval requests on the bus as leader: a question for an unknown session is denied", async () => {
+    const bus = await connectNatsBus({ servers: nats.url, name: "test-sidecar" });
+    try {
+      const ask = () =>
+        bus.request(
+          subjects.approvalRequest("ghost"),
+          encode(
+            "approval.request",
+            {
+              requestId: "r1",
+              action: { kind: "tool", target: "shell", argsHash: null },
+              reason: "r",
+              summary: "s",
+            },
+            { session: "ghost", principal: "alice", capsule: "fs" },
+            { timeoutMs: 2000 },
+          ),
+          { timeoutMs: 2000 },
+        );
+      // The bridge subscribes in the background once the lease is held.
+      const reply = await waitFor("an answer from the operator", () =>
+        ask().catch(() => undefined),
+      );
+      const answer = expectKind(decode(reply.data, { checkDeadline: false }), "approval.decision");
+      expect(answer.body).toMatchObject({
+        requestId: "r1",
+        decision: "deny",
+        decidedBy: "astrid-operator",
+        note: "no AgentSession named ghost",
+      });
+    } finally {
+      await bus.close();
+    }
+  });
+
+  it("exports the reconcile metrics of the controllers and the session budget gauges", async () => {
+    const text = await waitFor("metrics of the approval controller", async () => {
+      const t = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
+      return t.includes('controller="agentsession"') ? t : undefined;
+    });
+    expect(text).toContain(
+      'astrid_operator_reconcile_duration_seconds_count{controller="capsule"}',
+    );
+    expect(text).toContain("astrid_session_budget_limit_micro_usd");
   });
 
   it("stops on SIGTERM with exit code 0", async () => {

@@ -4,7 +4,6 @@
  */
 import { KubeConfig } from "@kubernetes/client-node";
 import { OperatorConfigError, type OperatorEnv, operatorEnv, startOperator } from "./operator.js";
-import type { Manager } from "./runtime/manager.js";
 
 async function main(): Promise<void> {
   let cfg: OperatorEnv;
@@ -17,16 +16,17 @@ async function main(): Promise<void> {
   }
   const kc = new KubeConfig();
   kc.loadFromDefault();
-  let manager: Manager;
+  let running: Awaited<ReturnType<typeof startOperator>>;
   try {
-    manager = await startOperator(cfg, kc);
+    running = await startOperator(cfg, kc);
   } catch (err) {
     process.stderr.write(`astrid-operator: ${(err as Error).message}\n`);
     process.exit(1);
   }
   const stop = () =>
-    void manager
+    void running.manager
       .stop()
+      .then(() => running.close())
       .then(() => process.exit(0))
       .catch(() => process.exit(1));
   process.once("SIGTERM", stop);

@@ -1,20 +1,33 @@
 /**
- * The operator: reconciles Capsule resources into their workloads. Configured by the
- * environment the Helm chart sets (docs/helm.md): ASTRID_WATCH_NAMESPACES (comma-separated;
- * empty = the whole cluster), ASTRID_LEADER_ELECTION, ASTRID_POD_NAMESPACE, ASTRID_POD_NAME,
- * ASTRID_SIDECAR_IMAGE, ASTRID_BUS_URL, ASTRID_HTTP_HOST / ASTRID_HTTP_PORT (health, metrics),
- * ASTRID_LOG_LEVEL. The cluster credentials are the pod's service account, or KUBECONFIG.
+ * The operator: reconciles Capsules into their workloads, AgentSessions into session pods, and
+ * answers approval requests from the bus with Approval objects. Configured by the environment
+ * the Helm chart sets (docs/helm.md): ASTRID_WATCH_NAMESPACES (comma-separated; empty = the
+ * whole cluster), ASTRID_LEADER_ELECTION, ASTRID_POD_NAMESPACE, ASTRID_POD_NAME,
+ * ASTRID_SIDECAR_IMAGE, ASTRID_BUS_URL, ASTRID_BUS_CREDS_FILE (optional: the operator's own NATS
+ * credentials), ASTRID_HTTP_HOST / ASTRID_HTTP_PORT (health, metrics), ASTRID_LOG_LEVEL. The
+ * cluster credentials are the pod's service account, or KUBECONFIG.
  */
 import os from "node:os";
 import type { KubeConfig } from "@kubernetes/client-node";
 import pino from "pino";
 import { Registry } from "prom-client";
+import { ApprovalBridge } from "./approval/bridge.js";
+import { ApprovalController, approvalReconciler } from "./approval/reconciler.js";
+import { capsuleContainer, capsulePodParts } from "./capsule/desired.js";
+import { CapsuleIdentities } from "./capsule/identity-secret.js";
 import { capsuleReconciler, watchCapsules } from "./capsule/reconciler.js";
 import { Capsules, NetworkPolicies, StatefulSets } from "./capsule/resources.js";
+import { IssuerStore } from "./identity/issuer.js";
 import { Controller } from "./runtime/controller.js";
+import { forObject } from "./runtime/handlers.js";
 import { Manager } from "./runtime/manager.js";
-import { ConfigMaps } from "./runtime/rest.js";
+import { ConfigMaps, Secrets } from "./runtime/rest.js";
 import { WorkQueue } from "./runtime/workqueue.js";
+import { SessionMetrics } from "./session/metrics.js";
+import { NatsLink } from "./session/nats-link.js";
+import { sessionReconciler, watchSessions } from "./session/reconciler.js";
+import { AgentSessions, Approvals, PersistentVolumeClaims, Pods } from "./session/resources.js";
+import { KvTokenRevoker } from "./session/revoker.js";
 
 export interface OperatorEnv {
   readonly watchNamespaces: string[];
@@ -23,6 +36,7 @@ export interface OperatorEnv {
   readonly podName: string;
   readonly sidecarImage: string;
   readonly busUrl: string;
+  readonly busCredsFile: string | undefined;
   readonly httpHost: string;
   readonly httpPort: number;
   readonly logLevel: string;
@@ -54,6 +68,7 @@ export function operatorEnv(env: NodeJS.ProcessEnv): OperatorEnv {
     podName: env.ASTRID_POD_NAME ?? os.hostname(),
     sidecarImage: need("ASTRID_SIDECAR_IMAGE"),
     busUrl: need("ASTRID_BUS_URL"),
+    busCredsFile: env.ASTRID_BUS_CREDS_FILE || undefined,
     httpHost: env.ASTRID_HTTP_HOST ?? "127.0.0.1",
     httpPort: port,
     logLevel: env.ASTRID_LOG_LEVEL ?? "info",
@@ -71,7 +86,18 @@ export class OperatorConfigError extends Error {
   override readonly name = "OperatorConfigError";
 }
 
-export async function startOperator(cfg: OperatorEnv, kubeConfig: KubeConfig) {
+export interface OperatorTuning {
+  /** ASTRID_TASK_TIMEOUT_MS of session pods; default 600000. */
+  taskTimeoutMs?: number;
+  /** How long one token revocation may wait for NATS, ms; default 5000. */
+  revokeTimeoutMs?: number;
+}
+
+export async function startOperator(
+  cfg: OperatorEnv,
+  kubeConfig: KubeConfig,
+  tuning: OperatorTuning = {},
+) {
   const log = pino({
     level: cfg.logLevel,
     base: { component: "astrid-operator", pod: cfg.podName },
@@ -93,6 +119,9 @@ export async function startOperator(cfg: OperatorEnv, kubeConfig: KubeConfig) {
         }
       : {}),
   });
+  const issuers = new IssuerStore(manager.rest);
+  const workload = { sidecarImage: cfg.sidecarImage, busUrl: cfg.busUrl };
+
   const queue = new WorkQueue({ name: "capsule" });
   watchCapsules(
     {
@@ -111,13 +140,79 @@ export async function startOperator(cfg: OperatorEnv, kubeConfig: KubeConfig) {
       queue,
       workers: 2,
       log,
+      registry: manager.registry,
       reconcile: capsuleReconciler(manager.client, {
-        sidecarImage: cfg.sidecarImage,
-        busUrl: cfg.busUrl,
+        ...workload,
+        issuers,
+        identities: new CapsuleIdentities(manager.rest),
       }),
     }),
   );
+
+  // One NATS connection for the approval bridge and token revocation, opened on first use: an
+  // operator started while NATS is down still reconciles; what needs NATS fails closed.
+  const link = new NatsLink({
+    servers: cfg.busUrl,
+    ...(cfg.busCredsFile ? { credsFile: cfg.busCredsFile } : {}),
+    name: `astrid-operator/${cfg.podName}`,
+  });
+
+  const sessionQueue = new WorkQueue({ name: "agentsession" });
+  watchSessions(
+    {
+      sessions: manager.informer(AgentSessions),
+      capsules: manager.informer(Capsules),
+      approvals: manager.informer(Approvals),
+      children: [
+        manager.informer(Pods),
+        manager.informer(PersistentVolumeClaims),
+        manager.informer(Secrets),
+      ],
+    },
+    sessionQueue,
+  );
+  manager.addController(
+    new Controller({
+      name: "agentsession",
+      queue: sessionQueue,
+      workers: 2,
+      log,
+      registry: manager.registry,
+      reconcile: sessionReconciler(manager.client, {
+        sidecarImage: cfg.sidecarImage,
+        ...(tuning.taskTimeoutMs !== undefined ? { taskTimeoutMs: tuning.taskTimeoutMs } : {}),
+        issuer: issuers,
+        revoker: new KvTokenRevoker(link, { timeoutMs: tuning.revokeTimeoutMs ?? 5000 }),
+        podParts: (capsule, bindings) => capsulePodParts(capsule, bindings, workload),
+        capsuleContainer,
+        rest: manager.rest,
+        metrics: new SessionMetrics(manager.registry),
+      }),
+    }),
+  );
+
+  const approvalQueue = new WorkQueue({ name: "approval" });
+  manager.informer(Approvals).addEventHandler(forObject(approvalQueue));
+  const bridge = new ApprovalBridge({
+    link,
+    client: manager.client,
+    log: log.child({ component: "approval-bridge" }),
+    onExpired: (key) => approvalQueue.add(key),
+  });
+  manager.addController(
+    new ApprovalController(
+      {
+        name: "approval",
+        queue: approvalQueue,
+        log,
+        registry: manager.registry,
+        reconcile: approvalReconciler(manager.client, bridge, { log }),
+      },
+      bridge,
+    ),
+  );
+
   await manager.start();
   log.info({ namespaces: cfg.watchNamespaces, leaderElection: cfg.leaderElection }, "started");
-  return manager;
+  return { manager, close: () => link.close() };
 }

@@ -1,7 +1,11 @@
 {{/*
-What the operator may do. Secrets: it writes each capsule's NATS credentials and token
-material; it never needs to list Secrets it did not create, but RBAC cannot say
-"only mine", so the namespaced mode is the way to keep that right small.
+What the operator may do. Capsules become StatefulSets, ConfigMaps and NetworkPolicies;
+AgentSessions become a Pod, an audit PersistentVolumeClaim and a token Secret (deleted
+with a finalizer once the token is revoked: agentsessions/finalizers); Approvals are
+created from bus requests. Secrets: it writes the namespace's token issuer key, each
+capsule's identity key and each session's token; it never needs to list Secrets it did
+not create, but RBAC cannot say "only mine", so the namespaced mode is the way to keep
+that right small.
 */}}
 {{- define "astrid.rbacRules" -}}
 - apiGroups: ["astrid.dev"]
@@ -17,7 +21,7 @@ material; it never needs to list Secrets it did not create, but RBAC cannot say
   resources: ["pods", "services", "configmaps", "secrets", "serviceaccounts", "persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 - apiGroups: ["apps"]
-  resources: ["deployments"]
+  resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
