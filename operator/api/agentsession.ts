@@ -22,6 +22,7 @@ export const AGENT_SESSION_CONDITIONS = [
   "Succeeded",
   "Failed",
   "Ready",
+  "TokenRevoked",
 ] as const;
 
 export const ORCHESTRATOR_MESSAGE = "orchestrator must be one of capsules";

@@ -8,6 +8,7 @@ import {
   desiredChildren,
   desiredNetworkPolicy,
   desiredStatefulSet,
+  envProblem,
   packageSource,
   pinnedImage,
   UNENFORCED_HOSTS_ANNOTATION,
@@ -180,6 +181,45 @@ describe("desiredStatefulSet", () => {
       (e) => e.name === "ASTRID_BINDINGS",
     );
     expect(env?.value).toBe("astrid.embed=anthropic,astrid.llm=cache");
+  });
+});
+
+describe("spec.env of a capsule", () => {
+  const secretEnv = [
+    { name: "ANTHROPIC_API_KEY", valueFrom: { secretKeyRef: { name: "llm", key: "key" } } },
+  ];
+
+  it("reaches a WASM guest through the sidecar's environment, after the sidecar's own", () => {
+    const wasm = capsule({
+      package: { wasmRef: "https://pkg.example/web.capsule", digest: DIGEST },
+      env: secretEnv,
+    });
+    const env = container(desiredStatefulSet(wasm, opts) as Obj, "sidecar")?.env as Obj[];
+    expect(env.at(-1)).toEqual(secretEnv[0]);
+    expect(env.filter((e) => e.name === "ANTHROPIC_API_KEY")).toHaveLength(1);
+  });
+
+  it("stays in the capsule container for an image package", () => {
+    const img = capsule({ env: secretEnv });
+    const sts = desiredStatefulSet(img, opts) as Obj;
+    expect(container(sts, "capsule")?.env).toEqual(secretEnv);
+    const sidecarEnv = container(sts, "sidecar")?.env as Obj[];
+    expect(sidecarEnv.some((e) => e.name === "ANTHROPIC_API_KEY")).toBe(false);
+  });
+
+  it("is refused when it names ASTRID_* (the sidecar's own settings) or an undeclared variable", () => {
+    const ref = { secretKeyRef: { name: "s", key: "k" } };
+    expect(
+      envProblem(capsule({ env: [{ name: "ASTRID_TOKENS_REQUIRED", valueFrom: ref }] }), []),
+    ).toBe(
+      "spec.env: ASTRID_TOKENS_REQUIRED: names starting with ASTRID_ are reserved for the sidecar",
+    );
+    expect(
+      envProblem(capsule({ env: [{ name: "AWS_SECRET", valueFrom: ref }] }), ["API_KEY"]),
+    ).toBe("spec.env: AWS_SECRET not declared by the manifest; declared: API_KEY");
+    expect(envProblem(capsule({ env: [{ name: "API_KEY", valueFrom: ref }] }), ["API_KEY"])).toBe(
+      undefined,
+    );
   });
 });
 

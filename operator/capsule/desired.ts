@@ -181,6 +181,12 @@ export function pinnedImage(image: string, digest: string): string {
 export interface CapsulePodParts {
   initContainers: Record<string, unknown>[];
   sidecarEnv: { name: string; value: string }[];
+  /**
+   * `spec.env` (secret references) for a package the sidecar runs itself: the guest reads its
+   * declared env from the sidecar's environment. Empty for an image package, whose own
+   * container gets them. Goes after sidecarEnv in the sidecar container.
+   */
+  guestEnv: Record<string, unknown>[];
   volumes: Record<string, unknown>[];
   sidecarVolumeMounts: Record<string, unknown>[];
 }
@@ -263,7 +269,27 @@ export function capsulePodParts(
   } else {
     volumes.push({ name: "package", configMap: { name: manifestConfigMapName(name) } });
   }
-  return { initContainers, sidecarEnv, volumes, sidecarVolumeMounts };
+  const guestEnv = fetched ? [...(capsule.spec.env ?? [])] : [];
+  return { initContainers, sidecarEnv, guestEnv, volumes, sidecarVolumeMounts };
+}
+
+/**
+ * Why `spec.env` cannot be given to this capsule, or undefined. The entries land in the
+ * sidecar's environment for a WASM package, where an `ASTRID_*` name would reconfigure the
+ * enforcement itself (e.g. ASTRID_TOKENS_REQUIRED=false); and a name the manifest does not
+ * declare would hand the capsule a secret nobody reviewed it asking for.
+ */
+export function envProblem(capsule: Capsule, declared: readonly string[]): string | undefined {
+  const names = (capsule.spec.env ?? []).map((e) => e.name);
+  const reserved = names.filter((n) => n.startsWith("ASTRID_"));
+  if (reserved.length > 0) {
+    return `spec.env: ${reserved.join(", ")}: names starting with ASTRID_ are reserved for the sidecar`;
+  }
+  const undeclared = names.filter((n) => !declared.includes(n));
+  if (undeclared.length > 0) {
+    return `spec.env: ${undeclared.join(", ")} not declared by the manifest; declared: ${declared.length > 0 ? declared.join(", ") : "none"}`;
+  }
+  return undefined;
 }
 
 /** The container of an image package (none for a wasmRef: the sidecar runs the module). */
@@ -303,7 +329,7 @@ export function desiredStatefulSet(
     name: "sidecar",
     image: opts.sidecarImage,
     args: [...SIDECAR_ARGS],
-    env: sidecarEnv,
+    env: [...sidecarEnv, ...parts.guestEnv],
     ports: [{ name: "metrics", containerPort: METRICS_PORT, protocol: "TCP" }],
     readinessProbe: probe("/readyz"),
     livenessProbe: probe("/healthz"),

@@ -24,7 +24,12 @@ import { forOwner } from "../runtime/handlers.js";
 import { objectKey, splitKey } from "../runtime/keys.js";
 import { ConfigMaps, type KubeObject, type ResourceType } from "../runtime/rest.js";
 import type { WorkQueue } from "../runtime/workqueue.js";
-import { type CapsuleWorkloadOptions, desiredChildren, packageSource } from "./desired.js";
+import {
+  type CapsuleWorkloadOptions,
+  desiredChildren,
+  envProblem,
+  packageSource,
+} from "./desired.js";
 import type { CapsuleIdentities } from "./identity-secret.js";
 import { Capsules, NetworkPolicies, StatefulSets } from "./resources.js";
 
@@ -164,13 +169,15 @@ async function applyIfChanged(client: Client, type: ResourceType, desired: KubeO
   await client.apply(type, desired);
 }
 
-/** A Capsule whose pods can never start (invalid manifest, unfetchable package) exports nothing. */
+/** A Capsule whose pods can never start (invalid manifest, refused env, unfetchable package) exports nothing. */
 function parsedOrUndefined(obj: KubeObject): GraphCapsule | undefined {
   const manifest = (obj.spec as { manifest?: unknown } | undefined)?.manifest;
   if (typeof manifest !== "string" || obj.metadata?.deletionTimestamp) return undefined;
   try {
     if (packageSource(obj as unknown as Capsule).kind === "unsupported") return undefined;
-    return parseManifest(manifest);
+    const parsed = parseManifest(manifest);
+    if (envProblem(obj as unknown as Capsule, Object.keys(parsed.env))) return undefined;
+    return parsed;
   } catch {
     return undefined;
   }
@@ -245,6 +252,21 @@ export function capsuleReconciler(
       ]);
       // Retrying cannot fix the text; the user's edit is an event that brings the key back.
       throw new TerminalError(`Capsule ${key}: ${err.message}`);
+    }
+
+    const badEnv = envProblem(capsule, Object.keys(manifest.env));
+    if (badEnv) {
+      await writeStatus([
+        { type: "Accepted", status: "False", reason: "InvalidEnv", message: badEnv },
+        {
+          type: "ResolvedRefs",
+          status: "Unknown",
+          reason: "NotAccepted",
+          message: "spec.env is refused",
+        },
+        { type: "Ready", status: "False", reason: "NotAccepted", message: "spec.env is refused" },
+      ]);
+      throw new TerminalError(`Capsule ${key}: ${badEnv}`);
     }
 
     const source = packageSource(capsule);

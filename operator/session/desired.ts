@@ -286,7 +286,7 @@ export function desiredSessionPod(
           name: "sidecar",
           image: opts.sidecarImage,
           args: [...SIDECAR_ARGS],
-          env: mergeByName(input.parts.sidecarEnv, sessionEnv),
+          env: [...mergeByName(input.parts.sidecarEnv, sessionEnv), ...input.parts.guestEnv],
           ports: [{ name: "metrics", containerPort: METRICS_PORT, protocol: "TCP" }],
           readinessProbe: probe("/readyz"),
           livenessProbe: probe("/healthz"),
