@@ -187,6 +187,15 @@ beforeAll(async () => {
 afterAll(() => stopRig(rig));
 
 describe("openai-compatible capsule", () => {
+  // react sends temperature 0 so the cache may store its steps: a falsy 0 must reach the wire,
+  // not be dropped (the server's default temperature is not deterministic).
+  it("passes temperature 0 through to the wire", async () => {
+    const before = rig.fake.requests.length;
+    const r = await chat({ model: "fake-plain", messages: [user("hi")], temperature: 0 });
+    expect(r.kind, JSON.stringify(r.body)).toBe("llm.chat.response");
+    expect(rig.fake.requests[before]!.body.temperature).toBe(0);
+  });
+
   it("maps the request to Chat Completions and streams the text back in order", async () => {
     const before = rig.fake.requests.length;
     const r = await chat({

@@ -122,7 +122,8 @@ async function start(mode: SecurityMode) {
       keys: new TrustedKeys([issuer.publicKey]),
       revocations: new MemoryRevocationSet(),
     }),
-    env: { CACHE_ALL: "true", ROUTER_PROVIDERS: "replay-a,replay-b" },
+    // No CACHE_ALL: react's requests are cached because it sends temperature 0.
+    env: { ROUTER_PROVIDERS: "replay-a,replay-b" },
     extraConfig: { tool_capsules: "fs,shell" },
     approvalTimeoutMs: 5000,
     logger: () => {},

@@ -13,7 +13,9 @@
 // — model, messages, tools, maxTokens, temperature, stopSequences — plus the downstream capsule
 // the cache is bound to. `stream` and `metadata` do not change the answer and are left out.
 // QuickJS has no crypto, so SHA-256 is implemented below (checked against node:crypto in
-// main.test.ts); a truncated or non-cryptographic hash would let two prompts share an answer.
+// main.test.ts); a truncated or non-cryptographic hash would let two prompts share an answer —
+// one crafted to collide could plant its answer for someone else's prompt. In the interpreter it
+// costs ~0.5 µs a byte (bench/capsules.ts), the main cost of a hit on a long conversation.
 //
 // A hit costs nothing (usage 0, the provider was not called); the stored usage is reported in
 // metadata.cachedUsage. Hits and misses are reported in metadata.cache and as an info log line.
@@ -55,7 +57,11 @@ function positiveInt(name, fallback, max) {
 
 // ── SHA-256 (FIPS 180-4) ─────────────────────────────────────────────────────────────────────
 
-const K = [
+// QuickJS interprets every operation, so the loop below is written for an interpreter: the
+// message schedule in an Int32Array, the eight working variables as locals, the rotations
+// inlined (a function call per rotation was most of the cost), 32-bit results kept with `| 0`.
+
+const K = Int32Array.from([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
   0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
   0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
@@ -64,9 +70,40 @@ const K = [
   0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
   0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
   0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-];
+]);
+const W = new Int32Array(64);
 
-const rotr = (x, n) => (x >>> n) | (x << (32 - n));
+/**
+ * UTF-8 bytes of a string, lone surrogates as U+FFFD (as the host's encoder does). The engine's
+ * native encodeURIComponent does the encoding (the prelude's encoder, a guest loop growing an
+ * array byte by byte, cost more than the hash on a long conversation); it throws on a lone
+ * surrogate, and only then the guest loop runs.
+ */
+export function utf8Bytes(str) {
+  let binary;
+  try {
+    binary = unescape(encodeURIComponent(str));
+  } catch {
+    return astrid.utf8.encode(str);
+  }
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  return out;
+}
+
+/** The text of UTF-8 bytes, natively decoded; bytes that are not UTF-8 go to the host's decoder. */
+export function utf8Text(input) {
+  const bytes = input instanceof Uint8Array ? input : Uint8Array.from(input);
+  const parts = [];
+  for (let i = 0; i < bytes.length; i += 8192) {
+    parts.push(String.fromCharCode.apply(null, bytes.subarray(i, i + 8192)));
+  }
+  try {
+    return decodeURIComponent(escape(parts.join("")));
+  } catch {
+    return astrid.utf8.decode(bytes);
+  }
+}
 
 /** SHA-256 of bytes, as lowercase hex. */
 export function sha256Hex(bytes) {
@@ -86,62 +123,81 @@ export function sha256Hex(bytes) {
   padded[end - 3] = bitsLow >>> 16;
   padded[end - 2] = bitsLow >>> 8;
   padded[end - 1] = bitsLow;
-  const h = [
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-  ];
-  const w = new Array(64);
+  let h0 = 0x6a09e667 | 0;
+  let h1 = 0xbb67ae85 | 0;
+  let h2 = 0x3c6ef372 | 0;
+  let h3 = 0xa54ff53a | 0;
+  let h4 = 0x510e527f | 0;
+  let h5 = 0x9b05688c | 0;
+  let h6 = 0x1f83d9ab | 0;
+  let h7 = 0x5be0cd19 | 0;
+  const w = W;
   for (let off = 0; off < end; off += 64) {
-    for (let i = 0; i < 16; i++) {
-      const j = off + i * 4;
-      w[i] =
-        ((padded[j] << 24) | (padded[j + 1] << 16) | (padded[j + 2] << 8) | padded[j + 3]) >>> 0;
+    for (let i = 0, j = off; i < 16; i++, j += 4) {
+      w[i] = (padded[j] << 24) | (padded[j + 1] << 16) | (padded[j + 2] << 8) | padded[j + 3];
     }
     for (let i = 16; i < 64; i++) {
-      const s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >>> 3);
-      const s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >>> 10);
-      w[i] = (w[i - 16] + s0 + w[i - 7] + s1) >>> 0;
+      const x = w[i - 15];
+      const y = w[i - 2];
+      const s0 = ((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3);
+      const s1 = ((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10);
+      w[i] = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
     }
-    let [a, b, c, d, e, f, g, hh] = h;
+    let a = h0;
+    let b = h1;
+    let c = h2;
+    let d = h3;
+    let e = h4;
+    let f = h5;
+    let g = h6;
+    let h = h7;
     for (let i = 0; i < 64; i++) {
-      const S1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25);
-      const ch = (e & f) ^ (~e & g);
-      const t1 = (hh + S1 + ch + K[i] + w[i]) >>> 0;
-      const S0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22);
-      const maj = (a & b) ^ (a & c) ^ (b & c);
-      const t2 = (S0 + maj) >>> 0;
-      hh = g;
+      const S1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
+      const t1 = (h + S1 + ((e & f) ^ (~e & g)) + K[i] + w[i]) | 0;
+      const S0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
+      const t2 = (S0 + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+      h = g;
       g = f;
       f = e;
-      e = (d + t1) >>> 0;
+      e = (d + t1) | 0;
       d = c;
       c = b;
       b = a;
-      a = (t1 + t2) >>> 0;
+      a = (t1 + t2) | 0;
     }
-    h[0] = (h[0] + a) >>> 0;
-    h[1] = (h[1] + b) >>> 0;
-    h[2] = (h[2] + c) >>> 0;
-    h[3] = (h[3] + d) >>> 0;
-    h[4] = (h[4] + e) >>> 0;
-    h[5] = (h[5] + f) >>> 0;
-    h[6] = (h[6] + g) >>> 0;
-    h[7] = (h[7] + hh) >>> 0;
+    h0 = (h0 + a) | 0;
+    h1 = (h1 + b) | 0;
+    h2 = (h2 + c) | 0;
+    h3 = (h3 + d) | 0;
+    h4 = (h4 + e) | 0;
+    h5 = (h5 + f) | 0;
+    h6 = (h6 + g) | 0;
+    h7 = (h7 + h) | 0;
   }
-  return h.map((x) => x.toString(16).padStart(8, "0")).join("");
+  return [h0, h1, h2, h3, h4, h5, h6, h7]
+    .map((x) => (x >>> 0).toString(16).padStart(8, "0"))
+    .join("");
 }
 
 // ── the key ──────────────────────────────────────────────────────────────────────────────────
 
-/** JSON with object keys sorted at every level, so field order never changes the key. */
+/** A copy of a JSON value whose objects list their keys sorted; strings are not copied. */
+function sortedKeys(value) {
+  if (value === null || typeof value !== "object") return value;
+  if (Array.isArray(value)) return value.map(sortedKeys);
+  const out = {};
+  for (const k of Object.keys(value).sort()) out[k] = sortedKeys(value[k]);
+  return out;
+}
+
+/**
+ * JSON with object keys sorted at every level, so field order never changes the key. The text
+ * itself is written by the engine's native JSON.stringify (building it in guest code cost
+ * milliseconds on a long conversation). Integer-like keys come first in numeric order, as every
+ * engine enumerates them: still one text per value.
+ */
 export function canonicalJson(value) {
-  if (value === null || typeof value !== "object") return JSON.stringify(value);
-  if (Array.isArray(value)) {
-    return `[${value.map((v) => (v === undefined ? "null" : canonicalJson(v))).join(",")}]`;
-  }
-  const keys = Object.keys(value)
-    .filter((k) => value[k] !== undefined)
-    .sort();
-  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(",")}}`;
+  return JSON.stringify(sortedKeys(value));
 }
 
 const ANSWER_FIELDS = ["model", "messages", "tools", "maxTokens", "temperature", "stopSequences"];
@@ -155,7 +211,7 @@ export function cacheKey(input) {
   const fields = { downstream };
   for (const f of ANSWER_FIELDS) if (request[f] !== undefined) fields[f] = request[f];
   const canonical = canonicalJson(fields);
-  return { key: sha256Hex(astrid.utf8.encode(canonical)), canonical };
+  return { key: sha256Hex(utf8Bytes(canonical)), canonical };
 }
 
 /** Whether a request may be answered from the cache: `{ cacheable, reason }`. */
@@ -181,14 +237,14 @@ async function readJson(key) {
   const bytes = await astrid.kv.get(BUCKET, key);
   if (bytes === null || bytes === undefined) return undefined;
   try {
-    return JSON.parse(astrid.utf8.decode(bytes));
+    return JSON.parse(utf8Text(bytes));
   } catch {
     return undefined;
   }
 }
 
 async function writeJson(key, value) {
-  await astrid.kv.set(BUCKET, key, astrid.utf8.encode(JSON.stringify(value)));
+  await astrid.kv.set(BUCKET, key, utf8Bytes(JSON.stringify(value)));
 }
 
 /** Entries oldest first as [key, storedAt]; a corrupt index is rebuilt from the bucket. */
@@ -221,15 +277,32 @@ async function store(key, response, now, maxEntries) {
   return evicted.length;
 }
 
-async function countStat(field) {
-  const stats = (await readJson(STATS_KEY)) ?? {};
-  const next = {
-    hits: Number.isInteger(stats.hits) ? stats.hits : 0,
-    misses: Number.isInteger(stats.misses) ? stats.misses : 0,
-    bypasses: Number.isInteger(stats.bypasses) ? stats.bypasses : 0,
-  };
-  next[field]++;
-  await writeJson(STATS_KEY, next);
+/**
+ * Counts of this engine instance, loaded from kv on its first call. A miss or bypass writes them
+ * back (it pays a model call anyway); a hit writes them at most every STATS_WRITE_MS, so the
+ * path the cache exists for costs no kv write, and the stored counts lag by seconds at most.
+ * (Replicas sharing the bucket overwrite each other's counts; each call's log line and its
+ * metadata.cacheStats are the exact record.)
+ */
+const STATS_WRITE_MS = 5000;
+let counts;
+let countsWrittenAt = Number.NEGATIVE_INFINITY;
+
+async function countStat(field, now) {
+  if (counts === undefined) {
+    const stats = (await readJson(STATS_KEY)) ?? {};
+    counts = {
+      hits: Number.isInteger(stats.hits) ? stats.hits : 0,
+      misses: Number.isInteger(stats.misses) ? stats.misses : 0,
+      bypasses: Number.isInteger(stats.bypasses) ? stats.bypasses : 0,
+    };
+  }
+  counts[field]++;
+  const next = { ...counts };
+  if (field !== "hits" || now - countsWrittenAt >= STATS_WRITE_MS || now < countsWrittenAt) {
+    await writeJson(STATS_KEY, next);
+    countsWrittenAt = now;
+  }
   return next;
 }
 
@@ -243,21 +316,25 @@ function isResponse(r) {
   );
 }
 
-/** A hit streams what the provider streamed, in one piece: the text, each tool call, done. */
+/**
+ * A hit streams what the provider streamed, in one piece: the text, each tool call, done. A
+ * request without a stream inbox (the host answers false) gets none of them.
+ */
 async function streamStored(content) {
   const text = content
     .filter((p) => p.type === "text")
     .map((p) => p.text)
     .join("");
-  if (text) await astrid.streamDelta({ text });
+  const deltas = text ? [{ text }] : [];
   for (const p of content) {
     if (p.type === "tool_use") {
-      await astrid.streamDelta({
+      deltas.push({
         toolUse: { id: p.id, name: p.name, inputJson: JSON.stringify(p.input ?? {}) },
       });
     }
   }
-  await astrid.streamDelta({ done: true });
+  deltas.push({ done: true });
+  for (const d of deltas) if (!(await astrid.streamDelta(d))) return;
 }
 
 // ── the handler ──────────────────────────────────────────────────────────────────────────────
@@ -278,7 +355,7 @@ export async function chat(request) {
       request,
       DOWNSTREAM_TIMEOUT_MS,
     );
-    const stats = await countStat("bypasses");
+    const stats = await countStat("bypasses", Date.now());
     astrid.log("info", "cache bypass", { reason: policy.reason, downstream });
     return {
       ...reply,
@@ -304,7 +381,7 @@ export async function chat(request) {
       missReason = `the stored entry expired (${Math.floor(age / 1000)} s old, TTL ${ttlMs / 1000} s)`;
       await forget(key);
     } else {
-      const stats = await countStat("hits");
+      const stats = await countStat("hits", now);
       astrid.log("info", "cache hit", { key: key.slice(0, 16), ageMs: age, downstream });
       const stored = entry.response;
       await streamStored(stored.content);
@@ -329,7 +406,7 @@ export async function chat(request) {
   let evicted = 0;
   const storable = isResponse(reply) && reply.stopReason !== "error";
   if (storable) evicted = await store(key, reply, now, maxEntries);
-  const stats = await countStat("misses");
+  const stats = await countStat("misses", now);
   astrid.log("info", "cache miss", {
     key: key.slice(0, 16),
     reason: missReason,

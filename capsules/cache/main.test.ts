@@ -93,6 +93,33 @@ describe("cache key", () => {
     }
   });
 
+  it("encodes and decodes UTF-8 exactly as TextEncoder/TextDecoder do, lone surrogates as U+FFFD", async () => {
+    const texts = [
+      "",
+      "plain ascii",
+      "héllo wörld ✓ 𝄞",
+      "a\u0000b",
+      "lone \ud800 high",
+      "lone \udc00 low",
+    ];
+    for (const t of texts) {
+      const bytes = (await engine.invoke("utf8Bytes", t, ctx, new RecordingHost())) as Record<
+        string,
+        number
+      >;
+      const got = Uint8Array.from(Object.values(bytes));
+      expect(got).toEqual(new TextEncoder().encode(t));
+      expect(await engine.invoke("utf8Text", [...got], ctx, new RecordingHost())).toBe(
+        new TextDecoder().decode(got),
+      );
+    }
+    // Bytes that are not UTF-8 (a corrupt kv value) decode as the host's decoder does.
+    const bad = [0x61, 0xff, 0x62, 0xc3];
+    expect(await engine.invoke("utf8Text", bad, ctx, new RecordingHost())).toBe(
+      new TextDecoder().decode(Uint8Array.from(bad)),
+    );
+  });
+
   it("depends on the answer's fields and the downstream, not on field order, stream or metadata", async () => {
     const key = async (request: unknown, downstream = "router") =>
       ((await call("cacheKey", { request, downstream })) as { key: string }).key;
@@ -175,6 +202,41 @@ describe("cache store", () => {
       { method: "streamDelta", args: [{ done: true }] },
     ]);
     expect(host.downstreamCalls).toBe(1);
+  });
+
+  // An orchestrator that asked for no stream (react) should not pay a host call per delta.
+  it("sends no further deltas on a hit when the request has no stream inbox", async () => {
+    class NoStreamHost extends CacheHost {
+      override async streamDelta(delta: Parameters<RecordingHost["streamDelta"]>[0]) {
+        await super.streamDelta(delta);
+        return false;
+      }
+    }
+    const host = new NoStreamHost();
+    await call("chat", req("no-stream"), host);
+    const before = host.calls.length;
+    const hit = await call("chat", req("no-stream"), host);
+    expect(hit.metadata).toMatchObject({ cache: "hit" });
+    expect(host.calls.slice(before).filter((c) => c.method === "streamDelta")).toHaveLength(1);
+  });
+
+  // A kv write per hit would put a durable write (a JetStream round trip in a cluster) on the
+  // path the cache exists to make fast.
+  it("writes the counts to kv on every miss, and on hits at most every 5 s", async () => {
+    const host = new CacheHost();
+    host.now += 10 * 3600_000; // after every write of the tests before (the engine is shared)
+    const stored = () =>
+      JSON.parse(new TextDecoder().decode(host.kv.get("cache/stats"))) as Record<string, number>;
+    await call("chat", req("stats"), host);
+    const afterMiss = stored();
+    const hit = await call("chat", req("stats"), host);
+    expect((hit.metadata as { cacheStats: { hits: number } }).cacheStats.hits).toBe(
+      afterMiss.hits! + 1,
+    );
+    expect(stored()).toEqual(afterMiss);
+    host.now += 5000;
+    await call("chat", req("stats"), host);
+    expect(stored()).toEqual({ ...afterMiss, hits: afterMiss.hits! + 2 });
   });
 
   it("keeps at most CACHE_MAX_ENTRIES entries, evicting the oldest", async () => {

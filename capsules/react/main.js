@@ -14,6 +14,10 @@
 // under the session's grant.
 
 const DEFAULT_MAX_STEPS = 8;
+// Deterministic by default: an agent's step should be reproducible (a rerun of the same task
+// takes the same path, and a cache in front of the model may answer it). REACT_TEMPERATURE
+// changes it; "provider" sends none and leaves the provider's own default.
+const DEFAULT_TEMPERATURE = 0;
 const MODEL_TIMEOUT_MS = 300_000;
 const TOOL_TIMEOUT_MS = 120_000;
 const DESCRIBE_TIMEOUT_MS = 10_000;
@@ -38,6 +42,18 @@ function maxSteps() {
   if (raw === undefined) return DEFAULT_MAX_STEPS;
   const n = Number(raw);
   if (!Number.isInteger(n) || n <= 0) fail(`max_steps must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+/** The temperature sent with every model call, or undefined for the provider's default. */
+function temperature() {
+  const raw = config("REACT_TEMPERATURE");
+  if (raw === undefined) return DEFAULT_TEMPERATURE;
+  if (raw === "provider") return undefined;
+  const n = /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!(n >= 0 && n <= 2)) {
+    fail(`REACT_TEMPERATURE must be a number from 0 to 2 or "provider", got "${raw}"`);
+  }
   return n;
 }
 
@@ -200,6 +216,7 @@ export async function prompt(body) {
   if (!provider) fail("no capsule is bound to the astrid.llm import (bind.astrid.llm is unset)");
   const llmSubject = `llm.v1.chat.${subjectToken(provider)}`;
   const steps = maxSteps();
+  const temp = temperature();
   const tools = await describeTools();
   const offered = new Set(tools.map((t) => t.name));
   // Earlier turns of the session (plain user/assistant texts kept by the kernel) come before
@@ -227,7 +244,11 @@ export async function prompt(body) {
       reply = await astrid.ipc.call(
         llmSubject,
         "llm.chat.request",
-        { messages, ...(tools.length > 0 ? { tools } : {}) },
+        {
+          messages,
+          ...(tools.length > 0 ? { tools } : {}),
+          ...(temp !== undefined ? { temperature: temp } : {}),
+        },
         MODEL_TIMEOUT_MS,
       );
     } catch (err) {

@@ -39,7 +39,12 @@ const READ_FILE_SPEC = {
  * issues together are in flight together and `maxToolsInFlight` shows it.
  */
 class ScriptedModelHost extends RecordingHost {
-  readonly modelRequests: { subject: string; messages: Message[]; tools?: unknown[] }[] = [];
+  readonly modelRequests: {
+    subject: string;
+    messages: Message[];
+    tools?: unknown[];
+    temperature?: number;
+  }[] = [];
   readonly toolRequests: { subject: string; body: Record<string, unknown> }[] = [];
   readonly events: Record<string, unknown>[] = [];
   /** What happened, in order: "model", "tool:start:<id>", "tool:end:<id>". */
@@ -66,7 +71,7 @@ class ScriptedModelHost extends RecordingHost {
     _timeoutMs: number,
   ): Promise<CallReply> {
     if (subject.startsWith("llm.v1.chat.") && kind === "llm.chat.request") {
-      const b = body as { messages: Message[]; tools?: unknown[] };
+      const b = body as { messages: Message[]; tools?: unknown[]; temperature?: number };
       this.modelRequests.push({ subject, ...b });
       this.timeline.push("model");
       const next = this.model.shift();
@@ -445,4 +450,38 @@ describe("react orchestrator", () => {
       "react: no capsule is bound to the astrid.llm import (bind.astrid.llm is unset)",
     );
   });
+
+  // Without a temperature the cache in front of the model stores nothing (the provider's default
+  // is not deterministic), so every rerun of a task would pay for every step again.
+  it("sends temperature 0 on every model call unless REACT_TEMPERATURE says otherwise", async () => {
+    const script = () => [
+      { content: [use("t1", "read_file", { path: "a.md" })] },
+      { content: [text("done")] },
+    ];
+    const host = new ScriptedModelHost(script(), { read_file: readFile });
+    await run(host);
+    expect(host.modelRequests.map((r) => r.temperature)).toEqual([0, 0]);
+
+    const warm = new ScriptedModelHost(script(), { read_file: readFile });
+    warm.config_.set("REACT_TEMPERATURE", "0.7");
+    await run(warm);
+    expect(warm.modelRequests.map((r) => r.temperature)).toEqual([0.7, 0.7]);
+
+    const provider = new ScriptedModelHost(script(), { read_file: readFile });
+    provider.config_.set("REACT_TEMPERATURE", "provider");
+    await run(provider);
+    expect(provider.modelRequests.map((r) => "temperature" in r)).toEqual([false, false]);
+  });
+
+  it.each(["2.5", "-1", "warm", "0x1", "1e0"])(
+    "refuses REACT_TEMPERATURE=%s before calling the model",
+    async (value) => {
+      const host = new ScriptedModelHost([{ content: [text("never")] }]);
+      host.config_.set("REACT_TEMPERATURE", value);
+      await expect(run(host)).rejects.toThrow(
+        `react: REACT_TEMPERATURE must be a number from 0 to 2 or "provider", got "${value}"`,
+      );
+      expect(host.modelRequests).toEqual([]);
+    },
+  );
 });

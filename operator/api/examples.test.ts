@@ -4,6 +4,7 @@ import { parse } from "yaml";
 import type { z } from "zod";
 import { parseManifest } from "../../core/manifest/index.js";
 import { argsHash } from "../../core/security/approval/action.js";
+import { builtDigest } from "../../scripts/sync-examples.js";
 import { agentSessionSchema } from "./agentsession.js";
 import { approvalSchema } from "./approval.js";
 import { capsuleSchema } from "./capsule.js";
@@ -33,7 +34,11 @@ describe("examples/", () => {
       expect(cap.spec.manifest).toBe(readFileSync(repo(`capsules/${name}/Capsule.toml`), "utf8"));
       expect(parseManifest(cap.spec.manifest).package.name).toBe(name);
       expect(cap.metadata.name).toBe(name);
+      // The fetch init container refuses any other digest: a stale one is an example that
+      // can never start (`npx tsx scripts/sync-examples.ts` rewrites it).
+      expect(cap.spec.package.digest).toBe(builtDigest(name));
     },
+    30_000,
   );
 
   it("capsule-react.yaml gets the default of one replica", () => {
