@@ -34,11 +34,12 @@ chart-crds: ## copy the generated crds/*.yaml into charts/astrid/crds/
 docs: setup ## regenerate generated files: topic reference, CRDs (and their chart copies)
 	@npx tsx scripts/gen-docs.ts
 	@npx tsx scripts/gen-crds.ts
+	@npx tsx scripts/sync-examples.ts
 	@rm -f charts/astrid/crds/*.yaml && cp crds/*.yaml charts/astrid/crds/
 
 bench: setup ## run benchmarks (all, or SUITES="bus security")
 	@npx tsx bench/run.ts $(SUITES)
 
 .PHONY: tools
-tools: ## build etcd + kube-apiserver for the operator tests (TOOLS="all" adds kube-controller-manager, helm)
+tools: ## build etcd, kube-apiserver, kube-controller-manager, kubectl for the tests (TOOLS="all" adds helm)
 	@bash scripts/build-tools.sh $(TOOLS)

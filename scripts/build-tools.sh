@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane the tests run against (etcd, kube-apiserver,
-# optionally kube-controller-manager and helm) from the Go module proxy, at the versions
+# kube-controller-manager, kubectl; optionally helm) from the Go module proxy, at the versions
 # pinned by tools/control-plane/*/go.mod and go.sum, into a per-version cache outside the
 # repo, so a fresh clone and CI reuse binaries that are already there.
 #
-#   scripts/build-tools.sh                 # what the tests need: etcd kube-apiserver
-#   scripts/build-tools.sh all             # also kube-controller-manager and helm
+#   scripts/build-tools.sh                 # what the tests need: etcd kube-apiserver kube-controller-manager kubectl
+#   scripts/build-tools.sh all             # also helm
 #   scripts/build-tools.sh helm etcd       # just these
 #
 # Cache: ${ASTRID_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/astrid/tools}/<tool>-<version>/<tool>
@@ -31,8 +31,9 @@ spec() {
     etcd) echo "etcd go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3" ;;
     kube-apiserver) echo "kubernetes k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes" ;;
     kube-controller-manager) echo "kubernetes k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes" ;;
+    kubectl) echo "kubernetes k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes" ;;
     helm) echo "helm helm.sh/helm/v3/cmd/helm helm.sh/helm/v3" ;;
-    *) echo "build-tools: unknown tool '$1'; expected one of: etcd kube-apiserver kube-controller-manager helm all" >&2; exit 2 ;;
+    *) echo "build-tools: unknown tool '$1'; expected one of: etcd kube-apiserver kube-controller-manager kubectl helm all" >&2; exit 2 ;;
   esac
 }
 
@@ -42,7 +43,7 @@ spec() {
 version_ldflags() {
   local tool=$1 dir=$2 version=$3
   case "$tool" in
-    kube-*)
+    kube-* | kubectl)
       local minor
       minor=$(echo "$version" | cut -d. -f2)
       for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -65,8 +66,8 @@ version_ldflags() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(etcd kube-apiserver)
-[ "${tools[*]}" != "all" ] || tools=(etcd kube-apiserver kube-controller-manager helm)
+[ ${#tools[@]} -gt 0 ] || tools=(etcd kube-apiserver kube-controller-manager kubectl)
+[ "${tools[*]}" != "all" ] || tools=(etcd kube-apiserver kube-controller-manager kubectl helm)
 
 total_start=$(date +%s)
 for tool in "${tools[@]}"; do

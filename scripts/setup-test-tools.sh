@@ -14,7 +14,8 @@ if ! command -v promtool >/dev/null 2>&1; then
   $sudo_cmd systemctl stop prometheus >/dev/null 2>&1 || pkill -x prometheus || true
 fi
 
-# etcd + kube-apiserver for the control-plane tests, built from the Go module proxy at pinned
-# versions into ~/.cache/astrid/tools (about 7 minutes on a fresh machine, skipped once cached).
+# etcd, kube-apiserver, kube-controller-manager and kubectl for the control-plane and kubelet
+# harness tests, built from the Go module proxy at pinned versions into ~/.cache/astrid/tools
+# (about 11 minutes on a fresh machine, skipped once cached).
 bash scripts/build-tools.sh
 

@@ -1,21 +1,33 @@
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import https from "node:https";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type ControlPlaneHandle,
+  controllerManagerBuilt,
   controlPlaneToolsBuilt,
   findControlPlaneTools,
+  findKubeControllerManager,
+  findKubectl,
+  kubectlBuilt,
   kubeRequest,
   startControlPlane,
   toolsCacheDir,
 } from "./control-plane.js";
 
 const toolsBuilt = controlPlaneToolsBuilt();
+const cmBuilt = controllerManagerBuilt();
+const kubectlReady = kubectlBuilt();
+// A skipped test must not look like a passed one: say loudly why and how to fix it.
 if (!toolsBuilt) {
-  // A skipped test must not look like a passed one: say loudly why and how to fix it.
   console.warn(
     `control-plane tests SKIPPED: etcd/kube-apiserver are not built in ${toolsCacheDir()}; run \`make tools\` (scripts/build-tools.sh)`,
+  );
+}
+if (!cmBuilt || !kubectlReady) {
+  console.warn(
+    `controller-manager/kubectl tests SKIPPED: kube-controller-manager or kubectl is not built in ${toolsCacheDir()}; run \`make tools\``,
   );
 }
 
@@ -28,6 +40,14 @@ describe("control-plane harness without built tools", () => {
         /control plane binaries are not built .*run `make tools`/,
       );
       expect(controlPlaneToolsBuilt()).toBe(false);
+      expect(() => findKubectl()).toThrow(
+        /^kubectl is not built \(missing \/nonexistent\/astrid-tools\/kubectl-v[\d.]+\/kubectl\): run `make tools`$/,
+      );
+      expect(() => findKubeControllerManager()).toThrow(
+        /^kube-controller-manager is not built \(missing .*\): run `make tools`$/,
+      );
+      expect(kubectlBuilt()).toBe(false);
+      expect(controllerManagerBuilt()).toBe(false);
     } finally {
       if (saved === undefined) delete process.env.ASTRID_TOOLS_DIR;
       else process.env.ASTRID_TOOLS_DIR = saved;
@@ -35,10 +55,16 @@ describe("control-plane harness without built tools", () => {
   });
 });
 
+/** Polls `check` until it holds; the test's timeout turns a hang into a failure. */
+async function until(check: () => Promise<boolean>): Promise<void> {
+  while (!(await check())) await new Promise((r) => setTimeout(r, 100));
+}
+
 describe.skipIf(!toolsBuilt)("control-plane harness (real etcd + kube-apiserver)", () => {
   let cp: ControlPlaneHandle | undefined;
   beforeAll(async () => {
-    cp = await startControlPlane();
+    // With the controller-manager when it is built, so its tests below share this plane.
+    cp = await startControlPlane({ controllerManager: cmBuilt });
   }, 120_000);
   afterAll(async () => cp?.stop(), 30_000);
 
@@ -132,6 +158,56 @@ describe.skipIf(!toolsBuilt)("control-plane harness (real etcd + kube-apiserver)
     );
   });
 
+  it.skipIf(!cmBuilt)(
+    "runs kube-controller-manager: the garbage collector and the namespace controller act",
+    async () => {
+      const ns = "astrid-gc-test";
+      await kubeRequest(plane(), "POST", "/api/v1/namespaces", { metadata: { name: ns } });
+      const owner = await kubeRequest(plane(), "POST", `/api/v1/namespaces/${ns}/configmaps`, {
+        metadata: { name: "owner" },
+      });
+      const uid = (owner.body as { metadata: { uid: string } }).metadata.uid;
+      const dep = await kubeRequest(plane(), "POST", `/api/v1/namespaces/${ns}/configmaps`, {
+        metadata: {
+          name: "dependent",
+          ownerReferences: [{ apiVersion: "v1", kind: "ConfigMap", name: "owner", uid }],
+        },
+      });
+      expect(dep.status).toBe(201);
+      await kubeRequest(plane(), "DELETE", `/api/v1/namespaces/${ns}/configmaps/owner`);
+      await until(
+        async () =>
+          (await kubeRequest(plane(), "GET", `/api/v1/namespaces/${ns}/configmaps/dependent`))
+            .status === 404,
+      );
+      // Without the namespace controller a deleted namespace stays Terminating forever.
+      await kubeRequest(plane(), "DELETE", `/api/v1/namespaces/${ns}`);
+      await until(
+        async () => (await kubeRequest(plane(), "GET", `/api/v1/namespaces/${ns}`)).status === 404,
+      );
+    },
+    60_000,
+  );
+
+  it.skipIf(!kubectlReady)("findKubectl(): the pinned kubectl talks to the plane", () => {
+    const out = execFileSync(
+      findKubectl(),
+      ["--kubeconfig", plane().kubeconfigPath, "version", "-o", "json"],
+      { encoding: "utf8" },
+    );
+    const v = JSON.parse(out) as {
+      clientVersion: { gitVersion: string };
+      serverVersion: { gitVersion: string };
+    };
+    expect(v.clientVersion.gitVersion).toBe(v.serverVersion.gitVersion);
+    const names = execFileSync(
+      findKubectl(),
+      ["--kubeconfig", plane().kubeconfigPath, "get", "namespaces", "-o", "name"],
+      { encoding: "utf8" },
+    );
+    expect(names.split("\n")).toContain("namespace/astrid-harness-test");
+  });
+
   // Last on purpose: it stops the plane the tests above share (stop() is idempotent, so
   // afterAll stays safe).
   it("stop() ends etcd and kube-apiserver and removes the temp directory", async () => {
@@ -142,5 +218,11 @@ describe.skipIf(!toolsBuilt)("control-plane harness (real etcd + kube-apiserver)
     expect(existsSync(dir)).toBe(false);
     await expect(kubeRequest(c, "GET", "/readyz")).rejects.toThrow(/ECONNREFUSED/);
     await expect(fetch(`${c.etcdUrl}/health`)).rejects.toThrow(/fetch failed/);
+    if (cmBuilt) {
+      expect(c.controllerManagerUrl).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      await expect(
+        kubeRequest({ ...c, url: c.controllerManagerUrl as string, token: "" }, "GET", "/healthz"),
+      ).rejects.toThrow(/ECONNREFUSED/);
+    }
   }, 60_000);
 });

@@ -4,8 +4,9 @@
  * proxy by `make tools` (scripts/build-tools.sh) at the versions pinned in
  * tools/control-plane/*\/go.mod, and cached outside the repo by version.
  *
- * No controller-manager and no kubelet run: objects are stored and validated by the real
- * API server, but nothing reconciles Pods unless the test does it.
+ * On request (`controllerManager`) kube-controller-manager runs beside them with only the
+ * controllers the tests need (StatefulSet, garbage collector, namespace). No kubelet and no
+ * scheduler run: a test that needs Pods to run starts test/harness/kubelet.ts.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { generateKeyPairSync, randomBytes } from "node:crypto";
@@ -34,7 +35,9 @@ export interface ControlPlaneHandle {
   readonly kubeconfigPath: string;
   /** The API server's self-signed CA bundle; trust it instead of turning verification off. */
   readonly caPem: string;
-  /** Stop kube-apiserver and etcd and delete their temp directory. */
+  /** `https://127.0.0.1:<port>` of kube-controller-manager (its /healthz), when it runs. */
+  readonly controllerManagerUrl?: string;
+  /** Stop kube-controller-manager, kube-apiserver and etcd and delete their temp directory. */
   stop(): Promise<void>;
 }
 
@@ -66,6 +69,37 @@ function pinnedVersion(moduleDir: string, modulePath: string): string {
 
 function toolPath(tool: string, version: string): string {
   return path.join(toolsCacheDir(), `${tool}-${version}`, tool);
+}
+
+/** The pinned kube-controller-manager / kubectl, built from the same k8s.io/kubernetes module. */
+function kubernetesToolPath(tool: "kube-controller-manager" | "kubectl"): string {
+  return toolPath(tool, pinnedVersion("kubernetes", "k8s.io/kubernetes"));
+}
+
+function findKubernetesTool(tool: "kube-controller-manager" | "kubectl"): string {
+  const p = kubernetesToolPath(tool);
+  if (!existsSync(p)) throw new Error(`${tool} is not built (missing ${p}): run \`make tools\``);
+  return p;
+}
+
+/** True when the pinned kube-controller-manager is in the cache. */
+export function controllerManagerBuilt(): boolean {
+  return existsSync(kubernetesToolPath("kube-controller-manager"));
+}
+
+/** True when the pinned kubectl is in the cache. */
+export function kubectlBuilt(): boolean {
+  return existsSync(kubernetesToolPath("kubectl"));
+}
+
+/** Path of the pinned kubectl (same release as the API server); throws if it is not built. */
+export function findKubectl(): string {
+  return findKubernetesTool("kubectl");
+}
+
+/** Path of the pinned kube-controller-manager; throws if it is not built. */
+export function findKubeControllerManager(): string {
+  return findKubernetesTool("kube-controller-manager");
 }
 
 function expectedTools(): ControlPlaneTools {
@@ -138,7 +172,8 @@ export function kubeRequest(
         method,
         ca: cp.caPem,
         headers: {
-          authorization: `Bearer ${cp.token}`,
+          // An empty token sends no credential (health endpoints that allow anonymous reads).
+          ...(cp.token ? { authorization: `Bearer ${cp.token}` } : {}),
           accept: "application/json",
           ...(payload === undefined
             ? {}
@@ -215,21 +250,93 @@ function kubeconfig(url: string, caPem: string, token: string): string {
   ].join("\n");
 }
 
+/**
+ * The controllers started when `controllerManager` is true: what a StatefulSet needs to get
+ * Pods (and their PersistentVolumeClaims), what deletes dependents after their owner goes,
+ * and what empties and removes a deleted namespace (without it one stays Terminating forever).
+ * The ServiceAccount controllers are left out on purpose: the API server runs without the
+ * ServiceAccount admission plugin, so Pods need no `default` ServiceAccount.
+ */
+export const DEFAULT_CONTROLLERS: readonly string[] = [
+  "statefulset-controller",
+  "garbage-collector-controller",
+  "namespace-controller",
+];
+
+export interface ControllerManagerOptions {
+  /** kube-controller-manager `--controllers` names; DEFAULT_CONTROLLERS when absent. */
+  controllers?: readonly string[];
+}
+
 export interface ControlPlaneOptions {
   /** How long etcd + kube-apiserver may take to become ready; 90 s by default (2 shared cores). */
   startTimeoutMs?: number;
+  /**
+   * Also run kube-controller-manager (leader election off, the admin kubeconfig) with
+   * DEFAULT_CONTROLLERS, or the ones named; stopped by `stop()` with the rest.
+   */
+  controllerManager?: boolean | ControllerManagerOptions;
+}
+
+async function startControllerManager(
+  bin: string,
+  controllers: readonly string[],
+  dir: string,
+  kubeconfigPath: string,
+): Promise<{ child: Child; url: string; healthy: () => Promise<boolean> }> {
+  const port = await freePort();
+  const certDir = path.join(dir, "controller-manager-certs");
+  mkdirSync(certDir);
+  const child = startChild("kube-controller-manager", bin, [
+    `--kubeconfig=${kubeconfigPath}`,
+    // One instance per test plane: electing a leader would only add a Lease round trip.
+    "--leader-elect=false",
+    `--controllers=${controllers.join(",")}`,
+    // All controllers act with the admin identity of the kubeconfig; per-controller
+    // ServiceAccounts would need the token controller and its signing key.
+    "--use-service-account-credentials=false",
+    "--bind-address=127.0.0.1",
+    `--secure-port=${port}`,
+    // Self-signed serving cert written here; /healthz is read trusting only it.
+    `--cert-dir=${certDir}`,
+    "--profiling=false",
+  ]);
+  const caFile = path.join(certDir, "kube-controller-manager.crt");
+  const healthy = async () => {
+    if (!existsSync(caFile)) return false;
+    const caPem = readFileSync(caFile, "utf8");
+    // /healthz is in the always-allowed paths, so no token is needed (nor sent).
+    const res = await kubeRequest(
+      { url: `https://127.0.0.1:${port}`, token: "", caPem },
+      "GET",
+      "/healthz",
+    );
+    return res.status === 200;
+  };
+  return { child, url: `https://127.0.0.1:${port}`, healthy };
 }
 
 export async function startControlPlane(
   opts: ControlPlaneOptions = {},
 ): Promise<ControlPlaneHandle> {
   const tools = findControlPlaneTools();
+  const cmOpts =
+    opts.controllerManager === true ? {} : opts.controllerManager ? opts.controllerManager : null;
+  // Resolved before anything starts, so a missing binary fails fast with the fix in the message.
+  const controllerManagerBin = cmOpts ? findKubeControllerManager() : null;
   const timeoutMs = opts.startTimeoutMs ?? 90_000;
   const dir = mkdtempSync(path.join(os.tmpdir(), "astrid-control-plane-"));
   const children: Child[] = [];
+  // A test process that dies without stop() must not leave etcd and the servers running.
+  const exitHook = () => {
+    for (const c of children) c.proc.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.on("exit", exitHook);
   const stop = async () => {
     // API server first: it would otherwise log etcd connection errors while shutting down.
     for (const c of [...children].reverse()) await stopChild(c);
+    process.off("exit", exitHook);
     rmSync(dir, { recursive: true, force: true });
   };
 
@@ -311,6 +418,17 @@ export async function startControlPlane(
 
     const kubeconfigPath = path.join(dir, "kubeconfig");
     writeFileSync(kubeconfigPath, kubeconfig(url, caPem, token), { mode: 0o600 });
+    if (controllerManagerBin && cmOpts) {
+      const cm = await startControllerManager(
+        controllerManagerBin,
+        cmOpts.controllers ?? DEFAULT_CONTROLLERS,
+        dir,
+        kubeconfigPath,
+      );
+      children.push(cm.child);
+      await waitUntil("kube-controller-manager answered /healthz", children, timeoutMs, cm.healthy);
+      return { url, etcdUrl, token, kubeconfigPath, caPem, controllerManagerUrl: cm.url, stop };
+    }
     return { url, etcdUrl, token, kubeconfigPath, caPem, stop };
   } catch (err) {
     await stop();

@@ -45,8 +45,13 @@ describe.skipIf(missing !== undefined)("prometheus harness", () => {
     );
     expect(got[0]?.metric).toEqual({ layer: "gate", capsule: "fs" });
     expect(got[0]?.value).toBe(3);
-    const targets = await prom.targets();
-    expect(targets.find((t) => t.job === "gone")?.health).toBe("down");
+    // A target is "unknown" until its first scrape; wait for that, then it must be down.
+    let gone: string | undefined = "unknown";
+    for (let i = 0; i < 100 && gone === "unknown"; i++) {
+      gone = (await prom.targets()).find((t) => t.job === "gone")?.health;
+      if (gone === "unknown") await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(gone).toBe("down");
   }, 60_000);
 
   it("rejects an invalid expression with Prometheus' own parse error", async () => {
