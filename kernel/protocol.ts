@@ -3,24 +3,32 @@
  * over the Unix socket in ~/.astrid/run/. Frames are length-prefixed JSON (kernel/ipc/); this
  * module is the single source of truth for the messages inside them (zod), so both ends and the
  * docs agree. Unknown message types are answered with an error, never ignored.
+ *
+ * Written with zod/mini, the tree-shakable form of the same library: `astrid` bundles this file
+ * and validates every frame with it, and the full zod API would cost the CLI ~70 ms of module
+ * loading before its first request (bench/cli). The English messages are loaded explicitly,
+ * so errors read the same as everywhere else ("Invalid input: expected string, …").
  */
-import { z } from "zod";
+import { en } from "zod/locales";
+import * as z from "zod/mini";
+
+z.config(en());
 
 /** Bumped when a message changes incompatibly; the handshake refuses a mismatch. */
 export const DAEMON_PROTOCOL_VERSION = 1;
 
 export const Hello = z.strictObject({
   type: z.literal("hello"),
-  protocol: z.number().int(),
+  protocol: z.int(),
   /** Contents of ~/.astrid/run/daemon.token: proves the client may use this daemon. */
-  token: z.string().min(16),
-  client: z.string().max(128),
+  token: z.string().check(z.minLength(16)),
+  client: z.string().check(z.maxLength(128)),
 });
 
 export const Welcome = z.strictObject({
   type: z.literal("welcome"),
-  protocol: z.number().int(),
-  daemonPid: z.number().int(),
+  protocol: z.int(),
+  daemonPid: z.int(),
   version: z.string(),
 });
 
@@ -31,11 +39,13 @@ export const ClientRequest = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("prompt"),
     id: z.string(),
-    session: z.string().optional().describe("continue this session; a new one when absent"),
-    text: z.string().min(1),
-    stdin: z.string().optional(),
-    mode: Mode.optional(),
-    yes: z.boolean().optional(),
+    session: z.optional(
+      z.string().check(z.describe("continue this session; a new one when absent")),
+    ),
+    text: z.string().check(z.minLength(1)),
+    stdin: z.optional(z.string()),
+    mode: z.optional(Mode),
+    yes: z.optional(z.boolean()),
     workspace: z.string(),
   }),
   z.strictObject({
@@ -81,15 +91,15 @@ export const DaemonMessage = z.discriminatedUnion("type", [
     text: z.string(),
     stopReason: z.string(),
     usage: z.strictObject({
-      inputTokens: z.number().int(),
-      outputTokens: z.number().int(),
-      costMicroUsd: z.number().int(),
+      inputTokens: z.int(),
+      outputTokens: z.int(),
+      costMicroUsd: z.int(),
     }),
   }),
   z.strictObject({ type: z.literal("result"), id: z.string(), data: z.unknown() }),
   z.strictObject({
     type: z.literal("error"),
-    id: z.string().optional(),
+    id: z.optional(z.string()),
     code: z.string(),
     message: z.string(),
   }),

@@ -63,4 +63,36 @@ describe("CapsuleStore", () => {
     writeFileSync(path.join(e.dir, "main.js"), "tampered");
     await expect(store.load("wasm-tools", "0.1.0")).rejects.toThrow();
   });
+
+  it("gives the newest version of the named capsules, and loads only those", async () => {
+    await store.install(path.join(FIX, "capsules/wasm-tools"), path.join(root, "build"));
+    const orchestrator = await store.install(
+      path.join(FIX, "capsules/echo-orchestrator"),
+      path.join(root, "build"),
+    );
+    // A newer version beside the old one: the session must run the newer.
+    const v2 = path.join(root, "wasm-tools-0.2.0");
+    cpSync(path.join(FIX, "capsules/wasm-tools"), v2, { recursive: true });
+    const toml = path.join(v2, "Capsule.toml");
+    const { readFileSync, chmodSync } = await import("node:fs");
+    writeFileSync(
+      toml,
+      readFileSync(toml, "utf8").replace('version = "0.1.0"', 'version = "0.2.0"'),
+    );
+    const newer = await store.install(v2, path.join(root, "build"));
+    expect(newer.version).toBe("0.2.0");
+
+    expect(await store.newest()).toEqual([
+      { name: "echo-orchestrator", version: "0.1.0", digest: orchestrator.digest },
+      { name: "wasm-tools", version: "0.2.0", digest: newer.digest },
+    ]);
+    expect((await store.latest(["wasm-tools"])).map((e) => `${e.name}@${e.version}`)).toEqual([
+      "wasm-tools@0.2.0",
+    ]);
+    // A tampered package that the session does not run is not read; one it runs is refused.
+    chmodSync(path.join(orchestrator.dir, "main.js"), 0o644);
+    writeFileSync(path.join(orchestrator.dir, "main.js"), "tampered");
+    expect(await store.latest(["wasm-tools"])).toHaveLength(1);
+    await expect(store.latest(["echo-orchestrator"])).rejects.toThrow();
+  });
 });

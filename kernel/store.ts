@@ -85,10 +85,32 @@ export class CapsuleStore {
     );
   }
 
-  /** The newest version of each installed capsule: what a session runs. */
-  async latest(): Promise<InstalledEntry[]> {
-    const seen = new Set<string>();
-    return (await this.list()).filter((e) => !seen.has(e.name) && seen.add(e.name));
+  /**
+   * The newest version of each installed capsule (only those in `names`, when given), with its
+   * digest, from the store's record alone — nothing is read or verified. What a session would
+   * run; the daemon compares it to tell whether a prepared session is still current.
+   */
+  async newest(
+    names?: readonly string[],
+  ): Promise<{ name: string; version: string; digest: string }[]> {
+    const byName = new Map<string, { name: string; version: string; digest: string }>();
+    for (const [key, digest] of Object.entries(await this.digests())) {
+      const at = key.lastIndexOf("@");
+      const e = { name: key.slice(0, at), version: key.slice(at + 1), digest };
+      if (names && !names.includes(e.name)) continue;
+      const have = byName.get(e.name);
+      if (!have || semver.gt(e.version, have.version)) byName.set(e.name, e);
+    }
+    return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /**
+   * The newest version of each installed capsule, verified and parsed: what a session runs.
+   * `names` limits it to those capsules, so a session does not hash the files of every
+   * installed package it will not start.
+   */
+  async latest(names?: readonly string[]): Promise<InstalledEntry[]> {
+    return Promise.all((await this.newest(names)).map((e) => this.load(e.name, e.version)));
   }
 
   async remove(name: string, version?: string): Promise<string[]> {

@@ -2,19 +2,16 @@
  * `astrid`: the command line of the local shape. Commands that touch only files (init, capsule,
  * audit) run here; prompts, chat, sessions and status go to astrid-daemon, started on demand.
  * Exit codes are listed in HELP and docs/cli.md.
+ *
+ * `astrid -p` with a daemon running is a thin client: argument parsing, the socket client and
+ * output. Everything else (local commands, spawning the daemon, the terminal for approvals) is
+ * imported when used, so a prompt pays only for what it runs (issue 5: < 150 ms to the first
+ * model request; bench/cli measures it).
  */
-import { spawn } from "node:child_process";
-import { randomUUID } from "node:crypto";
-import { openSync } from "node:fs";
-import path from "node:path";
-import { createInterface } from "node:readline";
-import tty from "node:tty";
 import { type Command, type PromptOptions, parseCommand, UsageError } from "../cli/args.js";
-import { astridHome } from "../config/home.js";
-import { installRoot, runningBundled } from "../install-root.js";
+import { astridHome } from "../config/astrid-home.js";
 import { ensureDaemon } from "../ipc/autostart.js";
-import type { DaemonClient } from "../ipc/client.js";
-import { DaemonNotRunningError } from "../ipc/client.js";
+import { DaemonClient, DaemonNotRunningError } from "../ipc/client.js";
 import type { DaemonMessage } from "../protocol.js";
 
 export const EXIT = {
@@ -48,11 +45,8 @@ environment: ASTRID_HOME (default ~/.astrid); provider keys such as ANTHROPIC_AP
 exit codes: 0 done; 1 failed; 2 usage error; 3 daemon unavailable; 4 the agent stopped early
 (step limit, budget spent, denied); 130 interrupted.`;
 
-// From the bundle the daemon is dist/astrid-daemon.js and needs no loader; from the sources it
-// is the .ts file, run with the same loader this CLI was started with (process.execArgv).
-const DAEMON_MAIN = runningBundled(import.meta.url)
-  ? path.join(installRoot(), "dist", "astrid-daemon.js")
-  : path.join(installRoot(), "kernel", "bin", "astrid-daemon.ts");
+/** Ids of requests on this connection (the global Web Crypto: no node:crypto import at start). */
+const requestId = (): string => crypto.randomUUID();
 
 function out(line: string) {
   process.stdout.write(`${line}\n`);
@@ -65,8 +59,21 @@ async function connect(home: string): Promise<DaemonClient> {
   return ensureDaemon({
     home,
     timeoutMs: 15_000,
-    spawnDaemon: () => {
-      const child = spawn(process.execPath, [...process.execArgv, DAEMON_MAIN, "--home", home], {
+    spawnDaemon: async () => {
+      const [{ spawn }, { openSync }, path, { installRoot, runningBundled }] = await Promise.all([
+        import("node:child_process"),
+        import("node:fs"),
+        import("node:path"),
+        import("../install-root.js"),
+      ]);
+      // From the bundle the daemon is dist/astrid-daemon.js and needs no loader; from the
+      // sources it is the .ts file, run with the same loader this CLI was started with. No
+      // --enable-source-maps for the bundle: reading its map would delay a cold start, and the
+      // daemon logs messages, not stacks.
+      const main = runningBundled(import.meta.url)
+        ? path.join(installRoot(), "dist", "astrid-daemon.js")
+        : path.join(installRoot(), "kernel", "bin", "astrid-daemon.ts");
+      const child = spawn(process.execPath, [...process.execArgv, main, "--home", home], {
         detached: true,
         stdio: ["ignore", "ignore", openSync(`${home}/logs/daemon.log`, "a")],
         env: process.env,
@@ -101,9 +108,15 @@ const ANSWERS: Record<
  * a pipe). One reader for the whole run — a reader per question would leave a pending read
  * that swallows the person's next answer.
  */
-let terminal: ReturnType<typeof createInterface> | null | undefined;
-function openTerminal(): ReturnType<typeof createInterface> | null {
+type Terminal = import("node:readline").Interface;
+let terminal: Terminal | null | undefined;
+async function openTerminal(): Promise<Terminal | null> {
   if (terminal !== undefined) return terminal;
+  const [{ openSync }, { createInterface }, tty] = await Promise.all([
+    import("node:fs"),
+    import("node:readline"),
+    import("node:tty"),
+  ]);
   try {
     const input = new tty.ReadStream(openSync("/dev/tty", "r"));
     terminal = createInterface({ input, output: process.stderr });
@@ -115,7 +128,7 @@ function openTerminal(): ReturnType<typeof createInterface> | null {
 
 /** Asks the person; no terminal means deny. */
 async function askPerson(m: Extract<DaemonMessage, { type: "approval.needed" }>) {
-  const rl = openTerminal();
+  const rl = await openTerminal();
   if (!rl) {
     err(`approval needed for ${m.kind} ${m.target}, but there is no terminal: denied (use --yes)`);
     return "deny" as const;
@@ -138,7 +151,7 @@ async function runPrompt(
   o: PromptOptions,
   stdin: string | undefined,
 ): Promise<{ code: number; session: string | undefined }> {
-  const id = randomUUID();
+  const id = requestId();
   let session = o.session;
   let final: Extract<DaemonMessage, { type: "done" }> | undefined;
   for await (const m of client.request({
@@ -166,7 +179,7 @@ async function runPrompt(
         const decision = o.yes ? "allow_once" : await askPerson(m);
         client.send({
           type: "approval.answer",
-          id: randomUUID(),
+          id: requestId(),
           requestId: m.requestId,
           decision,
         });
@@ -187,17 +200,19 @@ async function runPrompt(
 }
 
 async function daemonCommand(cmd: Command, home: string): Promise<number> {
+  // Piped input (`git diff | astrid -p …`) is read while the daemon is reached, not after.
+  const stdin = cmd.kind === "prompt" ? readStdin() : undefined;
   const client = await connect(home);
   try {
     switch (cmd.kind) {
       case "prompt": {
-        const stdin = await readStdin();
-        const r = await runPrompt(client, cmd.text, cmd, stdin);
+        const r = await runPrompt(client, cmd.text, cmd, await stdin);
         if (cmd.printSession && r.session) err(r.session);
         return r.code;
       }
       case "chat": {
         let session = cmd.session;
+        const { createInterface } = await import("node:readline");
         const rl = createInterface({ input: process.stdin, output: process.stdout });
         try {
           for (;;) {
@@ -220,8 +235,8 @@ async function daemonCommand(cmd: Command, home: string): Promise<number> {
         const type = cmd.kind as "status";
         const req =
           cmd.kind === "session.show" || cmd.kind === "session.delete"
-            ? { type: cmd.kind, id: randomUUID(), session: cmd.id! }
-            : { type, id: randomUUID() };
+            ? { type: cmd.kind, id: requestId(), session: cmd.id! }
+            : { type, id: requestId() };
         for await (const m of client.request(req as never)) {
           if (m.type === "result") out(JSON.stringify(m.data, null, 2));
           if (m.type === "error") {
@@ -268,9 +283,8 @@ async function main(): Promise<number> {
     }
     case "stop":
       try {
-        const { DaemonClient } = await import("../ipc/client.js");
         const c = await DaemonClient.connect({ home });
-        for await (const _ of c.request({ type: "stop", id: randomUUID() })) break;
+        for await (const _ of c.request({ type: "stop", id: requestId() })) break;
         await c.close();
         out("astrid-daemon stopped");
       } catch (e) {

@@ -11,34 +11,12 @@
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { constants } from "node:fs";
 import { chmod, lstat, mkdir, open, readFile, stat } from "node:fs/promises";
-import { homedir } from "node:os";
-import { isAbsolute, join } from "node:path";
+import { join } from "node:path";
 import { journalPath } from "../../core/security/budget/journal.js";
+import { AstridHomeError } from "./astrid-home.js";
 import { STARTER_CONFIG } from "./starter-config.js";
 
-export type Env = Readonly<Record<string, string | undefined>>;
-
-export class AstridHomeError extends Error {
-  override readonly name = "AstridHomeError";
-}
-
-/**
- * `$ASTRID_HOME`, else `~/.astrid`. A relative ASTRID_HOME is refused: it would follow the
- * working directory, i.e. land inside whatever repository the user is in.
- */
-export function astridHome(env: Env): string {
-  const set = env.ASTRID_HOME;
-  if (set !== undefined && set !== "") {
-    if (!isAbsolute(set)) {
-      throw new AstridHomeError(
-        `ASTRID_HOME must be an absolute path, got ${JSON.stringify(set)}: a relative one would move with the working directory`,
-      );
-    }
-    return set;
-  }
-  const home = env.HOME !== undefined && env.HOME !== "" ? env.HOME : homedir();
-  return join(home, ".astrid");
-}
+export { AstridHomeError, astridHome, type Env } from "./astrid-home.js";
 
 export interface HomeLayout {
   readonly home: string;

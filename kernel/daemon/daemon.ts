@@ -5,9 +5,10 @@
  * travel to the client and its answer back to the waiting sidecar.
  */
 import { createPublicKey } from "node:crypto";
+import { rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { type Bindings, resolveGraph } from "../../core/manifest/index.js";
+import type { ChatMessage } from "../../core/protocol/messages.js";
 import type { SecurityMode } from "../../core/security/modes/policy-table.js";
 import type { IssuerKey } from "../../core/security/tokens/keys.js";
 import { keyIdOf, rawPublicKey, TrustedKeys } from "../../core/security/tokens/keys.js";
@@ -15,13 +16,17 @@ import { FileRevocationSet } from "../../core/security/tokens/revocation/file-re
 import { TokenVerifier } from "../../core/security/tokens/verifier.js";
 import { KERNEL_KEY_ID } from "../cli/local-commands.js";
 import { homeLayout, readHomeKey } from "../config/home.js";
-import { budgetLimitsOf } from "../config/limits.js";
 import { loadEffectiveConfig } from "../config/resolve.js";
-import { BUILTIN_PROVIDERS } from "../config/schema.js";
 import { type DaemonConnection, DaemonServer } from "../ipc/server.js";
 import type { ClientRequest } from "../protocol.js";
 import { CapsuleStore } from "../store.js";
-import { sessionBindings } from "../wiring.js";
+import { type Prepared, PreparedSession } from "./prepared-session.js";
+import {
+  type PlanContext,
+  planSession,
+  type SessionInputs,
+  sessionFingerprint,
+} from "./session-plan.js";
 import { type ApprovalAnswer, SessionRuntime } from "./session-runtime.js";
 import { newSessionId, SessionFiles } from "./sessions.js";
 
@@ -38,20 +43,59 @@ export interface DaemonOptions {
 
 type Prompt = Extract<ClientRequest, { type: "prompt" }>;
 
+/**
+ * Sessions whose runtime stays up between turns (for `--session` to continue at once). Beyond
+ * this, the least recently used idle one is closed — it restarts from its folder when continued:
+ * each holds a QuickJS memory per capsule, and V8 collects garbage more often the more of that
+ * external memory there is, which slowed every later session down.
+ */
+const LIVE_SESSIONS = 4;
+
+interface LiveSession {
+  readonly mode: string;
+  readonly runtime: SessionRuntime;
+  /** Prompts running on it; a busy session is never closed to make room. */
+  busy: number;
+}
+
 export class Kernel {
-  private readonly runtimes = new Map<string, { mode: string; runtime: SessionRuntime }>();
+  /** In least-recently-used order: a session is moved to the end when a prompt uses it. */
+  private readonly runtimes = new Map<string, LiveSession>();
   private readonly pendingApprovals = new Map<string, (a: ApprovalAnswer) => void>();
   private server: DaemonServer | undefined;
+  private readonly prepared: PreparedSession;
+  private readonly plan: PlanContext;
 
   private constructor(
     private readonly o: DaemonOptions,
     private readonly sessions: SessionFiles,
     private readonly store: CapsuleStore,
-    private readonly identity: { key: import("node:crypto").KeyObject; keyId: string },
-    private readonly issuer: IssuerKey,
-    private readonly tokens: TokenVerifier,
+    identity: { key: import("node:crypto").KeyObject; keyId: string },
+    issuer: IssuerKey,
+    tokens: TokenVerifier,
     private readonly revocations: FileRevocationSet,
-  ) {}
+  ) {
+    this.prepared = new PreparedSession((p) => this.discardPrepared(p), o.log);
+    this.plan = {
+      home: o.home,
+      userHome: os.homedir(),
+      principal: `user:${os.userInfo().username}`,
+      env: o.env,
+      orchestrator: o.orchestrator,
+      grantsFile: homeLayout(o.home).grants,
+      log: o.log,
+      base: {
+        identity,
+        issuer,
+        tokens,
+        logger: (level, message, fields) => {
+          if (level === "warn" || level === "error") {
+            o.log(`${level} ${message} ${JSON.stringify(fields)}`);
+          }
+        },
+      },
+    };
+  }
 
   static async start(o: DaemonOptions): Promise<Kernel> {
     const layout = homeLayout(o.home);
@@ -90,6 +134,7 @@ export class Kernel {
     // A question nobody can answer any more is a deny; otherwise a pending approval would hold
     // the drain (and the daemon) until its timeout.
     for (const answer of [...this.pendingApprovals.values()]) answer("deny");
+    await this.prepared.close();
     for (const { runtime } of this.runtimes.values()) await runtime.close().catch(() => undefined);
     this.runtimes.clear();
     await this.server?.close();
@@ -160,147 +205,153 @@ export class Kernel {
     await r?.runtime.close();
   }
 
-  private async runtimeFor(id: string, mode: SecurityMode, yes: boolean, workspace: string) {
-    const key = `${mode}/${yes}`;
-    const have = this.runtimes.get(id);
-    if (have?.mode === key) return have.runtime;
-    if (have) await this.closeRuntime(id);
-    const { config } = await loadEffectiveConfig(this.o.home, workspace);
-    const installed = await this.store.latest();
-    const enabled = config.capsules.enabled;
-    const capsules = installed
-      .filter((e) => !enabled || enabled.includes(e.name))
-      .map((e) => ({ dir: e.dir, manifest: e.manifest }));
-    const orchestrator = this.o.orchestrator ?? config.defaults.orchestrator;
-    const bindings = sessionBindings(
-      config.bindings,
-      config.defaults.provider,
-      capsules.map((c) => c.manifest),
-    );
-    const toolCapsules = capsules
-      .filter((c) => c.manifest.exports.astrid?.tool !== undefined)
-      .map((c) => c.manifest.package.name);
-    // Start what the session can reach — the orchestrator, what it is wired to, and the tools —
-    // so an installed provider that is not used (and may lack its key) is not started.
-    const plan = resolveGraph(
-      capsules.map((c) => c.manifest),
-      bindings as Bindings,
-    );
-    // A tool capsule whose required settings are missing (a GITHUB_TOKEN nobody exported) is left
-    // out of the session with a note, instead of failing every prompt.
-    const env = this.capsuleEnv(config);
-    const left = new Set<string>();
-    for (const t of toolCapsules) {
-      const c = capsules.find((x) => x.manifest.package.name === t)!;
-      const missing = Object.entries(c.manifest.env)
-        .filter(
-          ([n, e]) =>
-            e.required && env[n] === undefined && !(e.type === "string" && e.default !== undefined),
-        )
-        .map(([n]) => n);
-      if (missing.length > 0) {
-        left.add(t);
-        this.o.log(`session ${id}: ${t} not started: ${missing.join(", ")} not set`);
-      }
-    }
-    const needed = new Set<string>();
-    const visit = (name: string) => {
-      if (needed.has(name) || left.has(name)) return;
-      needed.add(name);
-      for (const b of plan.bindings) if (b.importer === name) visit(b.exporter);
-    };
-    visit(orchestrator);
-    for (const t of toolCapsules) visit(t);
+  /** Starts a session's runtime; the fingerprint says which inputs and packages it ran on. */
+  private async startSession(id: string, inputs: SessionInputs) {
+    const installed = await this.store.latest(inputs.config.capsules.enabled);
     const runtime = await SessionRuntime.start({
+      ...planSession(this.plan, inputs, installed, id),
       session: id,
-      principal: `user:${os.userInfo().username}`,
       sessionDir: this.sessions.dir(id),
-      workspace,
-      home: os.homedir(),
-      mode,
-      yes,
-      capsules: capsules.filter((c) => needed.has(c.manifest.package.name)),
-      bindings: Object.fromEntries(Object.entries(bindings).filter(([k]) => needed.has(k))),
-      orchestrator,
-      identity: this.identity,
-      issuer: this.issuer,
-      tokens: this.tokens,
-      budget: budgetLimitsOf(config, mode),
-      env,
-      extraConfig: { tool_capsules: toolCapsules.filter((t) => needed.has(t)).join(",") },
-      approvalTimeoutMs: config.approvals.timeout_seconds * 1000,
-      grantsFile: homeLayout(this.o.home).grants,
-      logger: (level, message, fields) => {
-        if (level === "warn" || level === "error") {
-          this.o.log(`${level} ${message} ${JSON.stringify(fields)}`);
-        }
-      },
     });
-    this.runtimes.set(id, { mode: key, runtime });
-    return runtime;
+    return { runtime, fingerprint: sessionFingerprint(inputs, installed) };
+  }
+
+  /** The runtime of a session being continued: the live one, or started again from its folder. */
+  private async runtimeFor(id: string, inputs: SessionInputs) {
+    const key = `${inputs.mode}/${inputs.yes}`;
+    const have = this.runtimes.get(id);
+    if (have?.mode === key) return have;
+    if (have) await this.closeRuntime(id);
+    return { mode: key, runtime: (await this.startSession(id, inputs)).runtime, busy: 0 };
   }
 
   /**
-   * The values capsules may declare in [env]: the daemon's environment (a capsule only ever sees
-   * the names its manifest declares) and config.toml's provider settings on top.
+   * A new session: the one prepared for these inputs if there is one, else started now — while
+   * `files` writes its folder (meta, first turn), which needs the id but not the runtime.
    */
-  private capsuleEnv(config: Awaited<ReturnType<typeof loadEffectiveConfig>>["config"]) {
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(this.o.env)) if (v !== undefined) env[k] = v;
-    return { ...env, ...this.providerEnv(config) };
+  private async newSession(
+    inputs: SessionInputs,
+    files: (id: string) => Promise<void>,
+  ): Promise<{ id: string; live: LiveSession; fingerprint: string }> {
+    const fingerprint = sessionFingerprint(
+      inputs,
+      await this.store.newest(inputs.config.capsules.enabled),
+    );
+    const prepared = await this.prepared.take(fingerprint);
+    const id = prepared?.session ?? newSessionId();
+    const [runtime, written] = await Promise.allSettled([
+      prepared
+        ? Promise.resolve(prepared.runtime)
+        : this.startSession(id, inputs).then((s) => s.runtime),
+      files(id),
+    ]);
+    if (written.status === "rejected") {
+      if (runtime.status === "fulfilled") await runtime.value.close().catch(() => undefined);
+      throw written.reason;
+    }
+    if (runtime.status === "rejected") throw runtime.reason;
+    return {
+      id,
+      live: { mode: `${inputs.mode}/${inputs.yes}`, runtime: runtime.value, busy: 0 },
+      fingerprint,
+    };
   }
 
-  /** Provider settings of config.toml as the provider capsules' declared env values. */
-  private providerEnv(config: Awaited<ReturnType<typeof loadEffectiveConfig>>["config"]) {
-    const env: Record<string, string> = {};
-    const providers = { ...BUILTIN_PROVIDERS, ...config.providers };
-    for (const [name, p] of Object.entries(providers)) {
-      const prefix = name.toUpperCase().replace(/-/g, "_");
-      if (p.api_key_env && this.o.env[p.api_key_env]) {
-        env[`${prefix}_API_KEY`] = this.o.env[p.api_key_env]!;
+  /** After a turn, while nobody waits: the session the next prompt like it will take. */
+  private prepareNext(inputs: SessionInputs, fingerprint: string): void {
+    this.prepared.prepare(fingerprint, async () => {
+      const id = newSessionId();
+      try {
+        return { session: id, ...(await this.startSession(id, inputs)) };
+      } catch (err) {
+        await rm(this.sessions.dir(id), { recursive: true, force: true });
+        throw err;
       }
-      if (p.base_url) env[`${prefix}_BASE_URL`] = p.base_url;
-      const model =
-        name === config.defaults.provider ? (config.defaults.model ?? p.model) : p.model;
-      if (model) env[`${prefix}_MODEL`] = model;
-      if (p.price && Object.keys(p.price).length > 0) {
-        env[`${prefix}_PRICES`] = JSON.stringify(
-          Object.fromEntries(
-            Object.entries(p.price).map(([m, pr]) => [
-              m,
-              { inputPerMTok: pr.input, outputPerMTok: pr.output },
-            ]),
-          ),
-        );
-      }
+    });
+  }
+
+  private async discardPrepared(p: Prepared): Promise<void> {
+    await p.runtime.close();
+    // Never announced nor listed (no meta.json): its folder holds only its start's audit records.
+    await rm(this.sessions.dir(p.session), { recursive: true, force: true });
+  }
+
+  /** Closes the least recently used idle sessions beyond LIVE_SESSIONS. */
+  private async evictIdle(): Promise<void> {
+    for (const [id, live] of this.runtimes) {
+      if (this.runtimes.size <= LIVE_SESSIONS) return;
+      if (live.busy === 0) await this.closeRuntime(id);
     }
-    return env;
   }
 
   private async prompt(req: Prompt, conn: DaemonConnection, signal: AbortSignal) {
     const { config } = await loadEffectiveConfig(this.o.home, req.workspace);
-    const id = req.session ?? newSessionId();
-    let mode: SecurityMode = req.mode ?? config.defaults.mode;
-    if (req.session) {
-      mode = req.mode ?? (await this.sessions.meta(req.session)).mode;
-    } else {
-      await this.sessions.create({
-        id,
-        createdAt: new Date().toISOString(),
-        principal: `user:${os.userInfo().username}`,
-        workspace: req.workspace,
-        mode,
+    const yes = req.yes ?? false;
+    const userTurn = (id: string) =>
+      this.sessions.append(id, {
+        at: new Date().toISOString(),
+        role: "user",
+        text: req.text,
+        ...(req.stdin !== undefined ? { stdin: req.stdin } : {}),
       });
+    let id: string;
+    let live: LiveSession;
+    let history: ChatMessage[] = [];
+    let next: { inputs: SessionInputs; fingerprint: string } | undefined;
+    if (req.session) {
+      id = req.session;
+      const mode: SecurityMode = req.mode ?? (await this.sessions.meta(id)).mode;
+      conn.send({ type: "session.started", id: req.id, session: id });
+      history = await this.sessions.history(id);
+      await userTurn(id);
+      live = await this.runtimeFor(id, { workspace: req.workspace, mode, yes, config });
+    } else {
+      const inputs = {
+        workspace: req.workspace,
+        mode: req.mode ?? config.defaults.mode,
+        yes,
+        config,
+      };
+      const started = await this.newSession(inputs, async (newId) => {
+        await this.sessions.create({
+          id: newId,
+          createdAt: new Date().toISOString(),
+          principal: this.plan.principal,
+          workspace: req.workspace,
+          mode: inputs.mode,
+        });
+        conn.send({ type: "session.started", id: req.id, session: newId });
+        await userTurn(newId);
+      });
+      ({ id, live } = started);
+      next = { inputs, fingerprint: started.fingerprint };
     }
-    conn.send({ type: "session.started", id: req.id, session: id });
-    const history = await this.sessions.history(id);
-    await this.sessions.append(id, {
-      at: new Date().toISOString(),
-      role: "user",
-      text: req.text,
-      ...(req.stdin !== undefined ? { stdin: req.stdin } : {}),
-    });
-    const runtime = await this.runtimeFor(id, mode, req.yes ?? false, req.workspace);
+    this.runtimes.delete(id);
+    this.runtimes.set(id, live);
+    live.busy++;
+    try {
+      await this.turn(req, conn, signal, id, live.runtime, history);
+    } finally {
+      live.busy--;
+      void this.evictIdle().catch((err: Error) => this.o.log(`closing a session: ${err.message}`));
+    }
+    // One-off prompts come in series (`astrid -p` in a script, a person's next question): the
+    // next one like this finds its session started. ASTRID_PREPARE_SESSIONS=0 in the daemon's
+    // environment turns this off (it keeps one more session's capsules in memory).
+    if (next && this.o.env.ASTRID_PREPARE_SESSIONS !== "0") {
+      const { inputs, fingerprint } = next;
+      setImmediate(() => this.prepareNext(inputs, fingerprint));
+    }
+  }
+
+  private async turn(
+    req: Prompt,
+    conn: DaemonConnection,
+    signal: AbortSignal,
+    id: string,
+    runtime: SessionRuntime,
+    history: ChatMessage[],
+  ) {
     let deltaSeen = false;
     const res = await runtime.prompt(
       req.text,

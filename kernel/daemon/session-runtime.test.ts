@@ -8,7 +8,7 @@ import { loadManifest } from "../../core/manifest/index.js";
 import { generateIssuerKey, TrustedKeys } from "../../core/security/tokens/keys.js";
 import { MemoryRevocationSet } from "../../core/security/tokens/revocation/memory-revocation-set.js";
 import { TokenVerifier } from "../../core/security/tokens/verifier.js";
-import { type ApprovalPrompt, SessionRuntime } from "./session-runtime.js";
+import { type ApprovalPrompt, SessionRuntime, startLevels } from "./session-runtime.js";
 
 const FIXTURES = path.resolve("test/fixtures/capsules");
 const identity = { key: generateKeyPairSync("ed25519").privateKey, keyId: "kernel" };
@@ -155,5 +155,25 @@ describe("SessionRuntime", () => {
       const v = await verifyChain(path.join(root, "sessions", "s-1", "audit", c), keyring);
       expect(v.ok, c).toBe(true);
     }
+  });
+});
+
+describe("startLevels", () => {
+  const bind = (importer: string, exporter: string) => ({
+    importer,
+    interface: "astrid.llm",
+    range: "^0.1.0",
+    exporter,
+    version: "0.1.0",
+  });
+
+  it("puts every exporter in a level before its importers, and the rest together", () => {
+    expect(
+      startLevels({
+        order: ["anthropic", "fs", "cache", "react"],
+        bindings: [bind("cache", "anthropic"), bind("react", "cache")],
+      }),
+    ).toEqual([["anthropic", "fs"], ["cache"], ["react"]]);
+    expect(startLevels({ order: ["a", "b"], bindings: [] })).toEqual([["a", "b"]]);
   });
 });

@@ -10,7 +10,12 @@ import path from "node:path";
 import type { z } from "zod";
 import type { Bus, BusMessage } from "../../core/bus/bus.js";
 import { EmbeddedBus } from "../../core/bus/embedded.js";
-import { type Bindings, type Manifest, resolveGraph } from "../../core/manifest/index.js";
+import {
+  type Bindings,
+  type Manifest,
+  resolveGraph,
+  type StartPlan,
+} from "../../core/manifest/index.js";
 import { decode, encode, expectKind } from "../../core/protocol/envelope.js";
 import type { ChatMessage, SessionEvent, SessionResponse } from "../../core/protocol/messages.js";
 import { subjects } from "../../core/protocol/topics.js";
@@ -98,37 +103,43 @@ export class SessionRuntime {
     const bus = new EmbeddedBus();
     const byName = new Map(o.capsules.map((c) => [c.manifest.package.name, c]));
     const started: AssembledSidecar[] = [];
+    const assemble = (name: string) => {
+      const c = byName.get(name)!;
+      const bindings = Object.fromEntries(
+        plan.bindings.filter((b) => b.importer === name).map((b) => [b.interface, b.exporter]),
+      );
+      return assembleSidecar({
+        packageDir: c.dir,
+        manifest: c.manifest,
+        bus,
+        auditDir: path.join(o.sessionDir, "audit", name),
+        stateDir: path.join(o.sessionDir, "state", name),
+        identity: o.identity,
+        tokens: o.tokens,
+        requireCallerToken: true,
+        session: o.session,
+        grantIssuer: o.issuer,
+        mode: o.mode,
+        yes: o.yes,
+        workspace: o.workspace,
+        home: o.home,
+        approvalTimeoutMs: o.approvalTimeoutMs,
+        ...(o.budget ? { budget: o.budget } : {}),
+        env: o.env,
+        bindings,
+        ...(o.extraConfig ? { extraConfig: o.extraConfig } : {}),
+        ...(o.grantsFile ? { grantsFile: o.grantsFile } : {}),
+        logger: o.logger,
+      });
+    };
     try {
-      for (const name of plan.order) {
-        const c = byName.get(name)!;
-        const bindings = Object.fromEntries(
-          plan.bindings.filter((b) => b.importer === name).map((b) => [b.interface, b.exporter]),
-        );
-        started.push(
-          await assembleSidecar({
-            packageDir: c.dir,
-            manifest: c.manifest,
-            bus,
-            auditDir: path.join(o.sessionDir, "audit", name),
-            stateDir: path.join(o.sessionDir, "state", name),
-            identity: o.identity,
-            tokens: o.tokens,
-            requireCallerToken: true,
-            session: o.session,
-            grantIssuer: o.issuer,
-            mode: o.mode,
-            yes: o.yes,
-            workspace: o.workspace,
-            home: o.home,
-            approvalTimeoutMs: o.approvalTimeoutMs,
-            ...(o.budget ? { budget: o.budget } : {}),
-            env: o.env,
-            bindings,
-            ...(o.extraConfig ? { extraConfig: o.extraConfig } : {}),
-            ...(o.grantsFile ? { grantsFile: o.grantsFile } : {}),
-            logger: o.logger,
-          }),
-        );
+      // Exporters still start before their importers, but capsules of one level (none imports
+      // another) start together: their file syncs and module loads overlap.
+      for (const level of startLevels(plan)) {
+        const results = await Promise.allSettled(level.map(assemble));
+        for (const r of results) if (r.status === "fulfilled") started.push(r.value);
+        const failed = results.find((r) => r.status === "rejected");
+        if (failed) throw (failed as PromiseRejectedResult).reason;
       }
     } catch (err) {
       for (const s of started.reverse()) await s.close().catch(() => undefined);
@@ -230,4 +241,25 @@ export class SessionRuntime {
     for (const s of [...this.sidecars].reverse()) await s.close().catch(() => undefined);
     await this.bus.close();
   }
+}
+
+/**
+ * The start order cut into levels: a capsule's level is one past the highest level of the
+ * capsules it imports from, so every exporter is up before anything that calls it starts.
+ */
+export function startLevels(plan: StartPlan): string[][] {
+  const level = new Map<string, number>();
+  for (const name of plan.order) {
+    let l = 0;
+    for (const b of plan.bindings) {
+      if (b.importer === name) l = Math.max(l, (level.get(b.exporter) ?? -1) + 1);
+    }
+    level.set(name, l);
+  }
+  const levels: string[][] = [];
+  for (const name of plan.order) {
+    const l = level.get(name)!;
+    levels[l] = [...(levels[l] ?? []), name];
+  }
+  return levels;
 }

@@ -23,16 +23,20 @@ export interface EnsureDaemonOptions {
   readonly home: string;
   /**
    * Starts `astrid-daemon` for this home, detached (`detached: true`, stdio not tied to the CLI)
-   * so it outlives the command. Called at most once.
+   * so it outlives the command. Called at most once. May be async, so a caller can load what
+   * spawning needs only when a daemon is actually missing.
    */
-  readonly spawnDaemon: () => SpawnedDaemon;
+  readonly spawnDaemon: () => SpawnedDaemon | Promise<SpawnedDaemon>;
   /** Bound on the whole wait, spawn included. Default 10 000 ms. */
   readonly timeoutMs?: number;
   readonly client?: string;
 }
 
-const FIRST_POLL_MS = 20;
-const MAX_POLL_MS = 400;
+// A daemon takes a few hundred milliseconds to come up, and every millisecond between its first
+// answer and our next try is added to a cold `astrid -p` (issue 5: under 1 s). A failed try is
+// an lstat and a refused connect, so trying often costs next to nothing.
+const FIRST_POLL_MS = 10;
+const MAX_POLL_MS = 25;
 
 export class DaemonStartError extends Error {
   constructor(message: string) {
@@ -73,7 +77,7 @@ export async function ensureDaemon(opts: EnsureDaemonOptions): Promise<DaemonCli
         removeStaleSocket(paths.socket, socketIno);
         spawned = {};
         const record = spawned;
-        const child = opts.spawnDaemon();
+        const child = await opts.spawnDaemon();
         child.once("exit", (code, signal) => {
           record.exit = signal ? `signal ${signal}` : `code ${code}`;
         });
@@ -90,7 +94,7 @@ export async function ensureDaemon(opts: EnsureDaemonOptions): Promise<DaemonCli
       );
     }
     await sleep(Math.min(delay, Math.max(1, deadline - Date.now())));
-    delay = Math.min(delay * 2, MAX_POLL_MS);
+    delay = Math.min(delay * 1.5, MAX_POLL_MS);
   }
 }
 

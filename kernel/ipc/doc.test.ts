@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { ClientRequest, DaemonMessage } from "../protocol.js";
+import { DaemonMessage } from "../protocol.js";
 import { daemonProtocolTable } from "./doc.js";
-import { DAEMON_ERROR_CODES } from "./messages.js";
+import { DAEMON_ERROR_CODES, REQUEST_TYPES } from "./messages.js";
 
 describe("docs/daemon-protocol.md", () => {
   it("contains the message tables generated from kernel/protocol.ts", () => {
@@ -17,8 +17,8 @@ describe("docs/daemon-protocol.md", () => {
       .split("\n")
       .map((l) => l.replace(/ {2,}/g, " "));
     const types = [
-      ...ClientRequest.options.map((o) => o.shape.type.value),
-      ...DaemonMessage.options.map((o) => o.shape.type.value),
+      ...REQUEST_TYPES,
+      ...DaemonMessage.def.options.map((o) => o.shape.type.def.values[0]),
       "hello",
       ...Object.keys(DAEMON_ERROR_CODES),
     ];

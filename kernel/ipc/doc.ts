@@ -39,7 +39,7 @@ function fieldList(schema: JsonSchema): string[] {
     });
 }
 
-function row(schema: z.ZodType, last: (type: string) => string): string[] {
+function row(schema: z.core.$ZodType, last: (type: string) => string): string[] {
   const json = z.toJSONSchema(schema, { io: "input", unrepresentable: "any" }) as JsonSchema;
   const type = String(json.properties?.type?.const);
   const fields = fieldList(json).join("<br>") || "—";
@@ -58,14 +58,14 @@ export function daemonProtocolTable(): string {
   const handshake = [Hello, Welcome].map((s) =>
     row(s, (t) => (t === "hello" ? "client → daemon, first frame" : "daemon → client, reply")),
   );
-  const requests = ClientRequest.options.map((s) =>
+  const requests = ClientRequest.def.options.map((s) =>
     row(s, (t) =>
       FIRE_AND_FORGET_TYPES.has(t as ClientRequest["type"])
         ? "none (fire-and-forget)"
         : "messages with its `id`, ending in a terminal one",
     ),
   );
-  const answers = DaemonMessage.options
+  const answers = DaemonMessage.def.options
     .filter((s) => s !== Welcome)
     .map((s) => row(s, (t) => (TERMINAL_TYPES.has(t as DaemonMessage["type"]) ? "yes" : "no")));
   return [

@@ -2,7 +2,7 @@
  * Validation of what crosses the daemon socket, shared by both ends: a message is checked
  * against kernel/protocol.ts before it is acted on or sent, and a rejection names the field.
  */
-import type { z } from "zod";
+import type { core } from "zod/mini";
 import { ClientRequest, DaemonMessage } from "../protocol.js";
 
 /** Message types that end a request: after one of these, nothing more comes for that id. */
@@ -37,13 +37,14 @@ export function isTerminal(message: DaemonMessage): boolean {
   return TERMINAL_TYPES.has(message.type);
 }
 
-export function formatIssues(error: z.ZodError): string {
+export function formatIssues(error: core.$ZodError): string {
   return error.issues
     .map((i) => (i.path.length > 0 ? `${i.path.join(".")}: ${i.message}` : i.message))
     .join("; ");
 }
 
-const REQUEST_TYPES = ClientRequest.options.map((o) => o.shape.type.value);
+/** Every request type, in the order of the schema. */
+export const REQUEST_TYPES = ClientRequest.def.options.map((o) => o.shape.type.def.values[0]!);
 
 export type ParsedRequest =
   | { ok: true; request: ClientRequest }
