@@ -41,8 +41,9 @@ describe("examples/", () => {
     30_000,
   );
 
-  it("capsule-react.yaml gets the default of one replica", () => {
-    expect(capsuleSchema.parse(example("capsule-react.yaml")).spec.replicas).toBe(1);
+  it("capsule-react.yaml runs no pods of its own (sessions run the orchestrator), fs the default one", () => {
+    expect(capsuleSchema.parse(example("capsule-react.yaml")).spec.replicas).toBe(0);
+    expect(capsuleSchema.parse(example("capsule-fs.yaml")).spec.replicas).toBe(1);
   });
 
   it("agentsession.yaml parses and names only the example capsules", () => {

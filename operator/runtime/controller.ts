@@ -101,6 +101,11 @@ export class Controller {
     this.reconcileFn = opts.reconcile;
     this.workers = workers;
     this.metrics = opts.registry ? metricsFor(opts.registry) : undefined;
+    // Error series exist from the start at 0: a rate over a series that appears only at its
+    // first failure reads 0 for that failure, and an alert could not tell "no errors" from
+    // "no such controller".
+    this.metrics?.errors.inc({ controller: opts.name }, 0);
+    this.metrics?.terminal.inc({ controller: opts.name }, 0);
     this.log = (opts.log ?? pino({ level: "warn" })).child({ controller: opts.name });
   }
 

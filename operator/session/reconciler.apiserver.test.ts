@@ -238,7 +238,8 @@ describe.skipIf(!built)("AgentSession reconciler on a real API server and NATS",
               wasmRef: `https://packages.example/${name}.capsule`,
               digest: `sha256:${"c".repeat(64)}`,
             },
-            replicas: 1,
+            // The orchestrator runs in session pods only (OrchestratorShared otherwise).
+            replicas: name === "react" ? 0 : 1,
           },
         },
       });
@@ -473,6 +474,23 @@ describe.skipIf(!built)("AgentSession reconciler on a real API server and NATS",
       message: "capsules not found: ghost",
     });
     expect(await get(Pods, "ghostly-session")).toBeUndefined();
+  });
+
+  it("refuses a session whose orchestrator also runs pods of its own", async () => {
+    // fs runs one replica: those pods would take this session's prompts too, without its
+    // mode and budget.
+    await createSession("shared-orch", { orchestrator: "fs" });
+    const s = await sessionWhere(
+      "shared-orch",
+      "Accepted=False",
+      (x) => condition(x, "Accepted")?.status === "False",
+    );
+    expect(condition(s, "Accepted")).toMatchObject({
+      reason: "OrchestratorShared",
+      message:
+        "orchestrator fs runs 1 replica(s) of its own, which would also answer this session's prompts without its mode and budget; set the Capsule's spec.replicas to 0 (a session runs its orchestrator in the session pod)",
+    });
+    expect(await get(Pods, "shared-orch-session")).toBeUndefined();
   });
 
   it("counts the session's Approvals still waiting for a person", async () => {

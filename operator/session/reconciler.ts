@@ -343,6 +343,17 @@ export function sessionReconciler(
         "CapsulesNotAccepted",
         `capsules not accepted: ${notAccepted.map((c) => c.name).join(", ")}`,
       );
+    // The orchestrator's own pods would subscribe to the same prompt subject as the session
+    // pod and could take this session's prompt — without its mode, budget or tool list. That
+    // is an enforcement bypass, so the session does not start while they exist.
+    const shared = capsules.find((c) => c.name === session.spec.orchestrator)?.obj as
+      | Capsule
+      | undefined;
+    if (shared && (shared.spec.replicas ?? 1) > 0)
+      return notAcceptedStatus(
+        "OrchestratorShared",
+        `orchestrator ${shared.metadata.name} runs ${shared.spec.replicas ?? 1} replica(s) of its own, which would also answer this session's prompts without its mode and budget; set the Capsule's spec.replicas to 0 (a session runs its orchestrator in the session pod)`,
+      );
     let podInput: SessionPodInput;
     try {
       const parsed: SessionCapsule[] = capsules.map((c) => ({
