@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help setup demo test check typecheck lint format bench docs build chart-crds
+.PHONY: cluster-demo help setup demo test check typecheck lint format bench docs build chart-crds
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -12,6 +12,10 @@ setup: ## install npm packages (from package-lock.json) and nats-server
 
 demo: setup ## run the local shape on its embedded defaults
 	@bash scripts/demo.sh
+
+cluster-demo: setup ## the cluster shape on this machine: control plane + kubelet harness + operator, one AgentSession
+	@bash scripts/setup-test-tools.sh
+	@npx tsx scripts/cluster-demo.ts
 
 test: ## set up, lint, typecheck and run the whole suite; ends with "N passed, N failed"
 	@bash scripts/test.sh

@@ -15,7 +15,8 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 
 # etcd, kube-apiserver, kube-controller-manager and kubectl for the control-plane and kubelet
-# harness tests, built from the Go module proxy at pinned versions into ~/.cache/astrid/tools
-# (about 11 minutes on a fresh machine, skipped once cached).
-bash scripts/build-tools.sh
+# harness tests, and helm for the chart tests (helm lint/template, the alert rules the cluster
+# end-to-end test evaluates), built from the Go module proxy at pinned versions into
+# ~/.cache/astrid/tools (about 15 minutes on a fresh machine, skipped once cached).
+bash scripts/build-tools.sh all
 

@@ -10,7 +10,6 @@
  * fake (see test/cluster/scenario.ts).
  */
 import { spawnSync } from "node:child_process";
-import { createPublicKey } from "node:crypto";
 import {
   cpSync,
   existsSync,
@@ -26,9 +25,17 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, parseAllDocuments, stringify } from "yaml";
-import { AuditKeyring, verifyChain } from "../core/audit/index.js";
 import { decode, encode } from "../core/protocol/envelope.js";
 import { subjects } from "../core/protocol/topics.js";
+import {
+  answerUntilFinished,
+  applyScenario,
+  condition,
+  kubectlJson as kubectlJsonOf,
+  type Obj,
+  SERVING,
+  verifyAuditChains,
+} from "./cluster/drive.js";
 import { type ClusterRig, repoRoot, startClusterRig } from "./cluster/rig.js";
 import { ANSWER, NAMESPACE, prepareScenario, type Scenario, SESSION } from "./cluster/scenario.js";
 import { USAGE } from "./fixtures/scenario-cli/wire-fakes.js";
@@ -38,9 +45,6 @@ import {
   prometheusMissingReason,
   startPrometheus,
 } from "./harness/prometheus.js";
-
-// biome-ignore lint/suspicious/noExplicitAny: JSON from kubectl, asserted on field by field.
-type Obj = Record<string, any>;
 
 const missing = !controlPlaneToolsBuilt()
   ? "the control plane is not built (make tools)"
@@ -55,10 +59,6 @@ const promMissing =
 if (!missing && promMissing)
   console.log(`skipped Prometheus part of the cluster e2e: ${promMissing}`);
 
-const CAPSULES = ["react", "anthropic", "http"];
-/** Capsules with pods of their own (the orchestrator runs in the session pod only). */
-const SERVING = ["anthropic", "http"];
-
 describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
   let rig: ClusterRig;
   let scenario: Scenario;
@@ -69,11 +69,7 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
   const events: Obj[] = [];
   let eventsConn: Awaited<ReturnType<typeof connect>> | undefined;
 
-  const kubectlJson = async (args: string[]): Promise<Obj> => {
-    const r = await rig.kubectl([...args, "-o", "json"]);
-    if (r.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${r.stderr}`);
-    return JSON.parse(r.stdout) as Obj;
-  };
+  const kubectlJson = (args: string[]) => kubectlJsonOf(rig, args);
   const intrude = async (): Promise<Obj> => {
     const nc = await connect({ servers: rig.nats.url });
     try {
@@ -89,8 +85,7 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
       await nc.close();
     }
   };
-  const cond = (o: Obj, type: string) =>
-    (o.status?.conditions ?? []).find((c: Obj) => c.type === type) as Obj | undefined;
+  const cond = condition;
   const diagnose = () =>
     `session events: ${JSON.stringify(events)}\noperator log tail:\n${rig.operatorLog().slice(-6000)}\n` +
     `session pod:\n${(() => {
@@ -116,20 +111,9 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
         }
       }
     })();
-    const applied = await rig.kubectl(["apply", "--server-side", "-f", "-"], scenario.yaml);
-    expect(applied.code, applied.stderr).toBe(0);
-
-    const ready = await rig.kubectl([
-      "wait",
-      "-n",
-      NAMESPACE,
-      "--for=condition=Ready",
-      "capsule/react",
-      "capsule/anthropic",
-      "capsule/http",
-      "--timeout=180s",
-    ]);
-    if (ready.code !== 0) throw new Error(`capsules not Ready: ${ready.stderr}\n${diagnose()}`);
+    await applyScenario(rig, scenario).catch((err: Error) => {
+      throw new Error(`${err.message}\n${diagnose()}`);
+    });
 
     if (!promMissing) {
       prom = await startPrometheus([
@@ -143,35 +127,11 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
     }
 
     // A person at kubectl: every Approval that appears is looked at and answered.
-    const deadline = Date.now() + 240_000;
-    for (;;) {
-      session = await kubectlJson(["get", "agentsession", SESSION, "-n", NAMESPACE]);
-      if (
-        cond(session, "Succeeded")?.status === "True" ||
-        cond(session, "Failed")?.status === "True"
-      )
-        break;
-      if (Date.now() > deadline) {
-        throw new Error(`session did not finish: ${JSON.stringify(session.status)}\n${diagnose()}`);
-      }
-      const list = await kubectlJson(["get", "approvals", "-n", NAMESPACE]);
-      for (const a of list.items as Obj[]) {
-        if (a.spec.decision || a.status?.state !== "Pending") continue;
-        approvals.push(a);
-        const patched = await rig.kubectl([
-          "patch",
-          "approval",
-          a.metadata.name,
-          "-n",
-          NAMESPACE,
-          "--type=merge",
-          "-p",
-          JSON.stringify({ spec: { decision: "allow_once", decidedBy: "bob@example.com" } }),
-        ]);
-        expect(patched.code, patched.stderr).toBe(0);
-      }
-      await new Promise((r) => setTimeout(r, 300));
-    }
+    const done = await answerUntilFinished(rig, { timeoutMs: 240_000 }).catch((err: Error) => {
+      throw new Error(`${err.message}\n${diagnose()}`);
+    });
+    session = done.session;
+    approvals.push(...done.approvals);
 
     // Someone on the bus calls the tool directly, without a token: the sidecar refuses.
     intruder = await intrude();
@@ -220,20 +180,10 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
   });
 
   it("keeps a verifying audit chain on every capsule's volume, signed by its identity key", async () => {
-    const keys: [string, ReturnType<typeof createPublicKey>][] = [];
-    for (const c of CAPSULES) {
-      const s = await kubectlJson(["get", "secret", `${c}-identity`, "-n", NAMESPACE]);
-      const pem = Buffer.from(s.data["key.pem"], "base64").toString("utf8");
-      keys.push([c, createPublicKey(pem)]);
-    }
-    const keyring = new AuditKeyring(keys);
-    const claims = [...SERVING.map((c) => `audit-${c}-0`), `${SESSION}-audit`];
     const entries: Record<string, number> = {};
-    for (const claim of claims) {
-      const dir = rig.kubelet.claimPath(NAMESPACE, claim);
-      const v = await verifyChain(dir, keyring);
-      expect(v.ok, `${claim}: ${JSON.stringify(v)}`).toBe(true);
-      if (v.ok) entries[claim] = v.entries;
+    for (const r of await verifyAuditChains(rig)) {
+      expect(r.result.ok, `${r.claim}: ${JSON.stringify(r.result)}`).toBe(true);
+      if (r.result.ok) entries[r.claim] = r.result.entries;
     }
     expect(entries[`${SESSION}-audit`]).toBeGreaterThan(0);
     expect(entries["audit-anthropic-0"]).toBeGreaterThan(0);
