@@ -45,7 +45,9 @@ async function main(): Promise<number> {
 
     say("audit chains on the volumes, verified with the capsules' identity keys:");
     let broken = 0;
-    for (const r of await verifyAuditChains(rig)) {
+    for (const r of await verifyAuditChains(rig, (claim) =>
+      rig.kubelet.claimPath(NAMESPACE, claim),
+    )) {
       if (r.result.ok) console.log(`  ok      ${r.claim}: ${r.result.entries} entries`);
       else {
         broken++;

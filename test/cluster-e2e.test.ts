@@ -181,7 +181,9 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
 
   it("keeps a verifying audit chain on every capsule's volume, signed by its identity key", async () => {
     const entries: Record<string, number> = {};
-    for (const r of await verifyAuditChains(rig)) {
+    for (const r of await verifyAuditChains(rig, (claim) =>
+      rig.kubelet.claimPath(NAMESPACE, claim),
+    )) {
       expect(r.result.ok, `${r.claim}: ${JSON.stringify(r.result)}`).toBe(true);
       if (r.result.ok) entries[r.claim] = r.result.entries;
     }

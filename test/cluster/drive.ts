@@ -16,7 +16,10 @@ export type Obj = Record<string, any>;
 export const CAPSULES = ["react", "anthropic", "http"] as const;
 export const SERVING = ["anthropic", "http"] as const;
 
-export async function kubectlJson(rig: ClusterRig, args: readonly string[]): Promise<Obj> {
+/** All the driving needs: a kubectl against the cluster (the rig's, or one on PATH for kind). */
+export type Kubectl = Pick<ClusterRig, "kubectl">;
+
+export async function kubectlJson(rig: Kubectl, args: readonly string[]): Promise<Obj> {
   const r = await rig.kubectl([...args, "-o", "json"]);
   if (r.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${r.stderr}`);
   return JSON.parse(r.stdout) as Obj;
@@ -34,7 +37,7 @@ export function finished(session: Obj): boolean {
 }
 
 /** `kubectl apply --server-side` of the scenario, then waits for every Capsule to be Ready. */
-export async function applyScenario(rig: ClusterRig, scenario: Scenario): Promise<void> {
+export async function applyScenario(rig: Kubectl, scenario: Pick<Scenario, "yaml">): Promise<void> {
   const applied = await rig.kubectl(["apply", "--server-side", "-f", "-"], scenario.yaml);
   if (applied.code !== 0) throw new Error(`kubectl apply: ${applied.stderr}`);
   const ready = await rig.kubectl([
@@ -54,7 +57,7 @@ export async function applyScenario(rig: ClusterRig, scenario: Scenario): Promis
  * finished AgentSession and the Approvals answered, in order.
  */
 export async function answerUntilFinished(
-  rig: ClusterRig,
+  rig: Kubectl,
   opts: { timeoutMs: number; onApproval?: (a: Obj) => void },
 ): Promise<{ session: Obj; approvals: Obj[] }> {
   const approvals: Obj[] = [];
@@ -92,11 +95,17 @@ export interface ChainReport {
   readonly result: Awaited<ReturnType<typeof verifyChain>>;
 }
 
+/** The claims holding the scenario's audit chains: each serving pod's, and the session's. */
+export const AUDIT_CLAIMS = [...SERVING.map((c) => `audit-${c}-0`), `${SESSION}-audit`];
+
 /**
- * Verifies the audit chain on each capsule pod's claim and on the session's, trusting only the
+ * Verifies the audit chain of each claim (its files at `dirOf(claim)`), trusting only the
  * public halves of the capsules' identity Secrets (what an auditor with kubectl would do).
  */
-export async function verifyAuditChains(rig: ClusterRig): Promise<ChainReport[]> {
+export async function verifyAuditChains(
+  rig: Kubectl,
+  dirOf: (claim: string) => string,
+): Promise<ChainReport[]> {
   const keys: [string, KeyObject][] = [];
   for (const c of CAPSULES) {
     const s = await kubectlJson(rig, ["get", "secret", `${c}-identity`, "-n", NAMESPACE]);
@@ -104,10 +113,9 @@ export async function verifyAuditChains(rig: ClusterRig): Promise<ChainReport[]>
     keys.push([c, createPublicKey(pem)]);
   }
   const keyring = new AuditKeyring(keys);
-  const claims = [...SERVING.map((c) => `audit-${c}-0`), `${SESSION}-audit`];
   const reports: ChainReport[] = [];
-  for (const claim of claims) {
-    const dir = rig.kubelet.claimPath(NAMESPACE, claim);
+  for (const claim of AUDIT_CLAIMS) {
+    const dir = dirOf(claim);
     reports.push({ claim, dir, result: await verifyChain(dir, keyring) });
   }
   return reports;

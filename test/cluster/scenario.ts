@@ -20,7 +20,9 @@ export const NAMESPACE = "astrid-e2e";
 export const SESSION = "launch-check";
 export const PRINCIPAL = "alice@example.com";
 export const ANSWER = "The launch is on track: the status page says GO for Thursday.";
-const API_KEY = "sk-ant-e2e-not-a-real-key";
+export const API_KEY = "sk-ant-e2e-not-a-real-key";
+export const STATUS_PAGE = "launch: GO (Thursday 10:00)\n";
+export const SCENARIO_STATUS_PATH = "/status";
 
 export interface Scenario {
   /** Every object, as one multi-document YAML for `kubectl apply -f -`. */
@@ -33,29 +35,20 @@ export interface Scenario {
   stop(): Promise<void>;
 }
 
-export async function prepareScenario(rig: ClusterRig): Promise<Scenario> {
-  let hits = 0;
-  const page = http.createServer((_req, res) => {
-    hits++;
-    res.writeHead(200, { "content-type": "text/plain" }).end("launch: GO (Thursday 10:00)\n");
-  });
-  await new Promise<void>((r) => page.listen(0, "127.0.0.1", r));
-  const statusUrl = `http://127.0.0.1:${(page.address() as AddressInfo).port}/status`;
+/** The model's script: fetch the status page, then answer. */
+export function scenarioScript(statusUrl: string): ScriptStep[] {
+  return [{ tool: { id: "toolu_01", name: "fetch", input: { url: statusUrl } } }, { text: ANSWER }];
+}
 
-  const script: ScriptStep[] = [
-    { tool: { id: "toolu_01", name: "fetch", input: { url: statusUrl } } },
-    { text: ANSWER },
-  ];
-  const llm = await startAnthropicWireFake(API_KEY, script);
+export interface ScenarioObjects {
+  readonly packages: Readonly<Record<"react" | "anthropic" | "http", BuiltPackage>>;
+  /** Base URL of the Messages API the anthropic capsule calls. */
+  readonly llmUrl: string;
+  readonly apiKey: string;
+}
 
-  const [react, anthropic, httpPkg] = await Promise.all([
-    rig.buildPackage("capsules/react"),
-    // Test copies that differ only in `net` (loopback), checked by the provider tests.
-    rig.buildPackage("capsules/anthropic", "test/fixtures/providers/anthropic.Capsule.toml"),
-    rig.buildPackage("capsules/http", "test/fixtures/cluster/http.Capsule.toml"),
-  ]);
-  const packages = { react, anthropic, http: httpPkg } as Record<string, BuiltPackage>;
-
+/** Namespace, provider Secret, the three Capsules and the AgentSession, as multi-document YAML. */
+export function scenarioYaml(o: ScenarioObjects): string {
   const capsule = (p: BuiltPackage, extra: Record<string, unknown> = {}) => ({
     apiVersion: "astrid.dev/v1alpha1",
     kind: "Capsule",
@@ -72,18 +65,18 @@ export async function prepareScenario(rig: ClusterRig): Promise<Scenario> {
       apiVersion: "v1",
       kind: "Secret",
       metadata: { name: "anthropic-credentials", namespace: NAMESPACE },
-      stringData: { ANTHROPIC_API_KEY: API_KEY, ANTHROPIC_BASE_URL: llm.url },
+      stringData: { ANTHROPIC_API_KEY: o.apiKey, ANTHROPIC_BASE_URL: o.llmUrl },
     },
     // An orchestrator runs in session pods only: pods of its own would answer sessions'
     // prompts without their mode and budget (the operator refuses sessions until this is 0).
-    capsule(react, { replicas: 0 }),
+    capsule(o.packages.react, { replicas: 0 }),
     // The provider's only outbound host is its API: it may connect without asking.
-    capsule(anthropic, {
+    capsule(o.packages.anthropic, {
       mode: "autonomous",
       env: [secretRef("ANTHROPIC_API_KEY"), secretRef("ANTHROPIC_BASE_URL")],
     }),
     // Tool calls and connections of the http tool ask a person (guided).
-    capsule(httpPkg, { mode: "guided" }),
+    capsule(o.packages.http, { mode: "guided" }),
     {
       apiVersion: "astrid.dev/v1alpha1",
       kind: "AgentSession",
@@ -104,8 +97,27 @@ export async function prepareScenario(rig: ClusterRig): Promise<Scenario> {
       },
     },
   ];
+  return docs.map((d) => stringify(d, { lineWidth: 0 })).join("---\n");
+}
+
+export async function prepareScenario(rig: ClusterRig): Promise<Scenario> {
+  let hits = 0;
+  const page = http.createServer((_req, res) => {
+    hits++;
+    res.writeHead(200, { "content-type": "text/plain" }).end(STATUS_PAGE);
+  });
+  await new Promise<void>((r) => page.listen(0, "127.0.0.1", r));
+  const statusUrl = `http://127.0.0.1:${(page.address() as AddressInfo).port}${SCENARIO_STATUS_PATH}`;
+  const llm = await startAnthropicWireFake(API_KEY, scenarioScript(statusUrl));
+  const [react, anthropic, httpPkg] = await Promise.all([
+    rig.buildPackage("capsules/react"),
+    // Test copies that differ only in `net` (loopback), checked by the provider tests.
+    rig.buildPackage("capsules/anthropic", "test/fixtures/providers/anthropic.Capsule.toml"),
+    rig.buildPackage("capsules/http", "test/fixtures/cluster/http.Capsule.toml"),
+  ]);
+  const packages = { react, anthropic, http: httpPkg };
   return {
-    yaml: docs.map((d) => stringify(d, { lineWidth: 0 })).join("---\n"),
+    yaml: scenarioYaml({ packages, llmUrl: llm.url, apiKey: API_KEY }),
     packages,
     llm,
     statusUrl,
