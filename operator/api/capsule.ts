@@ -85,7 +85,9 @@ export const capsuleSpecSchema = z.strictObject({
   mode: z
     .enum(SECURITY_MODES)
     .optional()
-    .describe("Security mode for calls not tied to a session; the session's mode wins otherwise"),
+    .describe(
+      "Security mode of this capsule's own pods, for every session they serve (default safe); an AgentSession's mode applies to its orchestrator",
+    ),
 });
 
 export const capsuleStatusSchema = z.strictObject({

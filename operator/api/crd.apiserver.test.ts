@@ -157,8 +157,9 @@ describe.skipIf(!toolsBuilt)("astrid.dev CRDs on a real API server", () => {
       expect((made.body as Obj).metadata.generation).toBe(1);
     }
     // The server applies the schema's default, not only zod.
-    const react = (await req("GET", `${collection("Capsule")}/react`)).body as Obj;
-    expect(react.spec.replicas).toBe(1);
+    // (capsule-fs.yaml leaves replicas out; capsule-react.yaml sets 0.)
+    const fs = (await req("GET", `${collection("Capsule")}/fs`)).body as Obj;
+    expect(fs.spec.replicas).toBe(1);
     const list = (await req("GET", collection("Capsule"))).body as Obj;
     expect((list.items as Obj[]).map((i) => i.metadata.name).sort()).toEqual([
       "anthropic",
@@ -414,9 +415,11 @@ describe.skipIf(!toolsBuilt)("astrid.dev CRDs on a real API server", () => {
       ...KIND_DEFINITIONS.AgentSession.printerColumns.map((c) => c.name),
     ]);
     const row = (table.rows as Obj[]).find((x) => x.cells[0] === "summarise-readme");
-    // Name, Ready, Running, Mode, Cost, Budget, Approvals, Orchestrator, Principal (Age varies).
-    expect(row?.cells.slice(0, 9)).toEqual([
+    // Name, Ready, Running, Succeeded, Mode, Cost, Budget, Approvals, Orchestrator, Principal
+    // (Age varies).
+    expect(row?.cells.slice(0, 10)).toEqual([
       "summarise-readme",
+      null,
       null,
       null,
       "guided",

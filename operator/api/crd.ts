@@ -68,6 +68,7 @@ export const KIND_DEFINITIONS: Readonly<Record<Kind, KindDefinition>> = {
     printerColumns: [
       { name: "Ready", type: "string", jsonPath: condition("Ready") },
       { name: "Running", type: "string", jsonPath: condition("Running") },
+      { name: "Succeeded", type: "string", jsonPath: condition("Succeeded") },
       { name: "Mode", type: "string", jsonPath: ".spec.mode" },
       {
         name: "Cost-uUSD",
