@@ -17,6 +17,7 @@ import { capsuleContainer, capsulePodParts } from "./capsule/desired.js";
 import { CapsuleIdentities } from "./capsule/identity-secret.js";
 import { capsuleReconciler, watchCapsules } from "./capsule/reconciler.js";
 import { Capsules, NetworkPolicies, StatefulSets } from "./capsule/resources.js";
+import { secretKeysFrom } from "./capsule/secret-refs.js";
 import { IssuerStore } from "./identity/issuer.js";
 import { Controller } from "./runtime/controller.js";
 import { forObject } from "./runtime/handlers.js";
@@ -145,6 +146,7 @@ export async function startOperator(
         ...workload,
         issuers,
         identities: new CapsuleIdentities(manager.rest),
+        secretKeys: secretKeysFrom(manager.rest),
       }),
     }),
   );

@@ -24,6 +24,7 @@ import { CONFIG_HASH_ANNOTATION, UNENFORCED_HOSTS_ANNOTATION } from "./desired.j
 import { CapsuleIdentities } from "./identity-secret.js";
 import { capsuleReconciler, FINALIZER, watchCapsules } from "./reconciler.js";
 import { Capsules, NetworkPolicies, StatefulSets } from "./resources.js";
+import { secretKeysFrom } from "./secret-refs.js";
 
 const built = controlPlaneToolsBuilt();
 if (!built)
@@ -130,7 +131,9 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
       ...opts,
       issuers: new IssuerStore(manager.rest),
       identities: new CapsuleIdentities(manager.rest),
+      secretKeys: secretKeysFrom(manager.rest),
       unresolvedRequeueMs: 60_000,
+      missingSecretRequeueMs: 300,
       cleanup: async (c) => {
         cleaned.push(c.metadata.name);
       },
@@ -334,6 +337,64 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
       return condition(c, "Accepted")?.status === "True" ? c : undefined;
     });
     expect(condition(accepted, "Accepted")?.reason).toBe("Accepted");
+  });
+
+  it("says which Secret spec.env misses, and recovers when it appears", async () => {
+    const text = manifest("keyed", '[env.API_KEY]\ntype = "secret"\ndescription = "key"\n');
+    await rest.request<Obj>("PATCH", resourcePath(Capsules, NS, "keyed"), {
+      contentType: "application/apply-patch+yaml",
+      query: { fieldManager: "test-user", force: true },
+      body: {
+        apiVersion: "astrid.dev/v1alpha1",
+        kind: "Capsule",
+        metadata: { name: "keyed", namespace: NS },
+        spec: {
+          manifest: text,
+          package: { digest: DIGEST, wasmRef: PKG("keyed") },
+          env: [
+            { name: "API_KEY", valueFrom: { secretKeyRef: { name: "keyed-creds", key: "k" } } },
+          ],
+        },
+      },
+    });
+    const reasonIs = (reason: string) => async () => {
+      const c = await get(Capsules, "keyed");
+      return condition(c, "ResolvedRefs")?.reason === reason ? c : undefined;
+    };
+    const missing = await waitFor("SecretNotFound", reasonIs("SecretNotFound"));
+    expect(condition(missing, "ResolvedRefs")).toMatchObject({
+      status: "False",
+      message: "API_KEY: Secret keyed-creds not found",
+    });
+    expect(condition(missing, "Ready")).toMatchObject({
+      status: "False",
+      reason: "SecretNotFound",
+      message: "API_KEY: Secret keyed-creds not found",
+    });
+    // The workload exists anyway: its pods start by themselves once the Secret is there.
+    expect(await get(StatefulSets, "keyed")).toBeDefined();
+
+    const secret = (data: Record<string, string>) => ({
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { name: "keyed-creds", namespace: NS },
+      stringData: data,
+    });
+    await rest.request("POST", resourcePath(Secrets, NS), { body: secret({ other: "x" }) });
+    const noKey = await waitFor("no key", async () => {
+      const c = await get(Capsules, "keyed");
+      return condition(c, "ResolvedRefs")?.message.includes("no key") ? c : undefined;
+    });
+    expect(condition(noKey, "ResolvedRefs")?.message).toBe(
+      "API_KEY: Secret keyed-creds has no key k",
+    );
+
+    await rest.request("PUT", resourcePath(Secrets, NS, "keyed-creds"), {
+      body: secret({ k: "sk-test" }),
+    });
+    const resolved = await waitFor("Resolved", reasonIs("Resolved"));
+    expect(condition(resolved, "ResolvedRefs")?.status).toBe("True");
+    expect(condition(resolved, "Ready")?.reason).toBe("WorkloadNotReady");
   });
 
   it("marks an invalid manifest Accepted=False with the parser's file:line message, not retried", async () => {

@@ -32,6 +32,7 @@ import {
 } from "./desired.js";
 import type { CapsuleIdentities } from "./identity-secret.js";
 import { Capsules, NetworkPolicies, StatefulSets } from "./resources.js";
+import { missingSecretRefs, type SecretKeys } from "./secret-refs.js";
 
 export const FINALIZER = "astrid.dev/cleanup";
 
@@ -47,8 +48,12 @@ export interface CapsuleReconcilerOptions extends CapsuleWorkloadOptions {
    * go runs it again.
    */
   cleanup?: (capsule: Capsule) => Promise<void>;
+  /** Key names of a Secret `spec.env` refers to (secretKeysFrom(rest)). */
+  secretKeys: SecretKeys;
   /** Re-check unresolved imports this often as a safety net. Default 30 s. */
   unresolvedRequeueMs?: number;
+  /** Re-check missing Secrets this often (they are not watched). Default 10 s. */
+  missingSecretRequeueMs?: number;
   /** The clock for lastTransitionTime (tests). */
   now?: () => Date;
 }
@@ -313,39 +318,53 @@ export function capsuleReconciler(
     await applyIfChanged(client, StatefulSets, children.statefulSet);
     await applyIfChanged(client, NetworkPolicies, children.networkPolicy);
 
+    // The children are applied anyway: the pods start by themselves once the Secret appears.
+    const missingSecrets = await missingSecretRefs(capsule, opts.secretKeys);
+
     const sts = client.get(StatefulSets, namespace, name);
     const stsStatus = (sts?.status ?? {}) as { replicas?: number; readyReplicas?: number };
     const ready = stsStatus.readyReplicas ?? 0;
     const want = capsule.spec.replicas;
+    const secretsMsg = missingSecrets.join("; ");
     const readyCond: ConditionInput =
-      ready >= want
-        ? {
-            type: "Ready",
-            status: "True",
-            reason: want === 0 ? "ScaledToZero" : "WorkloadReady",
-            message: `${ready}/${want} replicas ready`,
-          }
-        : {
-            type: "Ready",
-            status: "False",
-            reason: "WorkloadNotReady",
-            message: `${ready}/${want} replicas ready`,
-          };
+      missingSecrets.length > 0 && ready < want
+        ? { type: "Ready", status: "False", reason: "SecretNotFound", message: secretsMsg }
+        : ready >= want
+          ? {
+              type: "Ready",
+              status: "True",
+              reason: want === 0 ? "ScaledToZero" : "WorkloadReady",
+              message: `${ready}/${want} replicas ready`,
+            }
+          : {
+              type: "Ready",
+              status: "False",
+              reason: "WorkloadNotReady",
+              message: `${ready}/${want} replicas ready`,
+            };
     await writeStatus(
       [
         { type: "Accepted", status: "True", reason: "Accepted", message: "the manifest is valid" },
-        refs.ok
-          ? {
-              type: "ResolvedRefs",
-              status: "True",
-              reason: "Resolved",
-              message: "every import has an exporter",
-            }
-          : { type: "ResolvedRefs", status: "False", reason: refs.reason, message: refs.message },
+        !refs.ok
+          ? { type: "ResolvedRefs", status: "False", reason: refs.reason, message: refs.message }
+          : missingSecrets.length > 0
+            ? {
+                type: "ResolvedRefs",
+                status: "False",
+                reason: "SecretNotFound",
+                message: secretsMsg,
+              }
+            : {
+                type: "ResolvedRefs",
+                status: "True",
+                reason: "Resolved",
+                message: "every import has an exporter and every Secret in spec.env exists",
+              },
         readyCond,
       ],
       { replicas: stsStatus.replicas ?? 0, readyReplicas: ready },
     );
+    if (missingSecrets.length > 0) return { requeueAfter: opts.missingSecretRequeueMs ?? 10_000 };
     return refs.ok ? undefined : { requeueAfter: opts.unresolvedRequeueMs ?? 30_000 };
   };
 }
