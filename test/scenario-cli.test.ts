@@ -10,12 +10,11 @@
  * a terminal to ask on; safe mode asks before each tool call (answered on a pseudo-terminal),
  * denies when nobody can answer, and asks nobody with --yes.
  *
- * Pinned with it.fails, blocked in kernel/ (see the report of issue 6): a second identical run
- * in a new session is not answered by the cache (the daemon gives each session's sidecars a fresh
- * in-memory kv store), and the router's second provider is never started (the daemon starts
- * only capsules reachable through bindings; ROUTER_PROVIDERS is not a binding).
+ * Across sessions: a second identical run in a new session is answered by the cache (its kv
+ * store is the home's, state/kv/cache/), and the router reaches its second provider, which runs
+ * because `[capsules] enabled` names it though no binding does.
  */
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { AstridSandbox, lastLine, runInTerminal } from "./fixtures/cli/astrid-cli.js";
@@ -36,13 +35,16 @@ const SCRIPT: ScriptStep[] = [
   { text: ANSWER },
 ];
 const PROMPT = "Count the lines of data.txt and write the count to result.txt";
-const CHAIN = ["anthropic", "cache", "fs", "react", "router", "shell"];
+/** Every capsule of `enabled` runs: openai-compatible too, named only by the router's setting. */
+const CHAIN = ["anthropic", "cache", "fs", "openai-compatible", "react", "router", "shell"];
 /** Safe mode's answers: the provider's connection for the session, every other question once. */
 const SAFE_ANSWERS = ["s", "o", "o", "o", "o", "o"];
 
 let anthropic: WireFake;
 let openai: WireFake;
 let sb: AstridSandbox;
+/** This test's config.toml, as written before each test. */
+let config: string;
 
 beforeAll(async () => {
   anthropic = await startAnthropicWireFake(FAKE_KEY, SCRIPT);
@@ -59,39 +61,38 @@ beforeEach(async () => {
   // `astrid init`, with the anthropic capsule's manifest granted loopback instead of
   // api.anthropic.com (the code is the shipped one).
   await installFakeAnthropic(sb, anthropic.url, MODEL);
-  sb.writeConfig(
-    [
-      "[defaults]",
-      'provider = "anthropic"',
-      "",
-      "[capsules]",
-      'enabled = ["react", "cache", "router", "anthropic", "openai-compatible", "fs", "shell"]',
-      "",
-      // The whole interposition is this wiring: no capsule's code or manifest knows the others.
-      "[bindings.react]",
-      '"astrid.llm" = "cache"',
-      "[bindings.cache]",
-      '"astrid.llm" = "router"',
-      "[bindings.router]",
-      '"astrid.llm" = "anthropic"',
-      "",
-      "[providers.anthropic]",
-      `base_url = "${anthropic.url}"`,
-      `model = "${MODEL}"`,
-      'api_key_env = "ANTHROPIC_API_KEY"',
-      `[providers.anthropic.price."${MODEL}"]`,
-      "input = 3000000",
-      "output = 15000000",
-      "",
-      "[providers.openai-compatible]",
-      `base_url = "${openai.url}"`,
-      `model = "${MODEL}"`,
-      `[providers.openai-compatible.price."${MODEL}"]`,
-      "input = 150000",
-      "output = 600000",
-      "",
-    ].join("\n"),
-  );
+  config = [
+    "[defaults]",
+    'provider = "anthropic"',
+    "",
+    "[capsules]",
+    'enabled = ["react", "cache", "router", "anthropic", "openai-compatible", "fs", "shell"]',
+    "",
+    // The whole interposition is this wiring: no capsule's code or manifest knows the others.
+    "[bindings.react]",
+    '"astrid.llm" = "cache"',
+    "[bindings.cache]",
+    '"astrid.llm" = "router"',
+    "[bindings.router]",
+    '"astrid.llm" = "anthropic"',
+    "",
+    "[providers.anthropic]",
+    `base_url = "${anthropic.url}"`,
+    `model = "${MODEL}"`,
+    'api_key_env = "ANTHROPIC_API_KEY"',
+    `[providers.anthropic.price."${MODEL}"]`,
+    "input = 3000000",
+    "output = 15000000",
+    "",
+    "[providers.openai-compatible]",
+    `base_url = "${openai.url}"`,
+    `model = "${MODEL}"`,
+    `[providers.openai-compatible.price."${MODEL}"]`,
+    "input = 150000",
+    "output = 600000",
+    "",
+  ].join("\n");
+  sb.writeConfig(config);
   writeFileSync(path.join(sb.workspace, "data.txt"), "one\ntwo\nthree\n");
 });
 afterEach(async () => {
@@ -198,9 +199,9 @@ describe("astrid -p with react → cache → router → providers, fs and shell"
     expect(readFileSync(resultFile(), "utf8")).toBe("3 lines");
   });
 
-  // Blocked in kernel/: SessionRuntime gives every sidecar a new MemoryKvStore per session, so
-  // the cache's store does not outlive the session. Passes once a per-home kv store is wired.
-  it.fails("answers a second identical run from the cache: the provider sees no request", async () => {
+  // The cache capsule's kv store is the home's (state/kv/cache/), not the session's: a new
+  // session's cache answers what an earlier one stored.
+  it("answers a second identical run from the cache: the provider sees no request", async () => {
     await sb.ok(["-p", PROMPT, "--yes"], { env: envWith() });
     expect(anthropic.requests).toHaveLength(4);
     rmSync(resultFile());
@@ -208,12 +209,23 @@ describe("astrid -p with react → cache → router → providers, fs and shell"
     expect(again.stdout).toBe(`${ANSWER}\n`);
     expect(readFileSync(resultFile(), "utf8")).toBe("3 lines");
     expect(anthropic.requests).toHaveLength(4);
+    // One store, the cache's: no other capsule of the chain declares a kv bucket.
+    expect(readdirSync(path.join(sb.home, "state", "kv"))).toEqual(["cache"]);
   });
 
-  // Blocked in kernel/: the daemon starts only the orchestrator, the tools and what their
-  // bindings reach, so a provider named only in ROUTER_PROVIDERS is never started; the router
-  // finds no responder and falls back to the bound anthropic.
-  it.fails("routes to the second provider when the router prefers it", async () => {
+  it("asks the provider again in a new session with kv.persist = false: nothing is kept", async () => {
+    sb.writeConfig(`${config}[kv]\npersist = false\n`);
+    await sb.ok(["-p", PROMPT, "--yes"], { env: envWith() });
+    rmSync(resultFile());
+    const again = await sb.ok(["-p", PROMPT, "--yes"], { env: envWith() });
+    expect(again.stdout).toBe(`${ANSWER}\n`);
+    expect(anthropic.requests).toHaveLength(8);
+    expect(existsSync(path.join(sb.home, "state"))).toBe(false);
+  });
+
+  // openai-compatible is reached by no binding, only by the name in ROUTER_PROVIDERS: it runs
+  // because `[capsules] enabled` names it.
+  it("routes to the second provider when the router prefers it", async () => {
     const r = await sb.ok(["-p", PROMPT, "--yes"], {
       env: envWith("openai-compatible,anthropic"),
     });

@@ -55,6 +55,7 @@ describe("homeLayout and sessionLayout", () => {
       sessions: "/h/sessions",
       run: "/h/run",
       logs: "/h/logs",
+      kv: "/h/state/kv",
     });
     expect(sessionLayout(l, "s-1")).toEqual({
       id: "s-1",

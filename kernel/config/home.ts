@@ -40,6 +40,11 @@ export interface HomeLayout {
   /** The daemon's socket and token file; the names inside belong to kernel/ipc/paths.ts. */
   readonly run: string;
   readonly logs: string;
+  /**
+   * Capsules' kv stores, one folder per capsule (`state/kv/<capsule>/`, kernel/daemon/kv-stores.ts),
+   * made when a capsule first needs one. At the home, not per session: a cache outlives the session.
+   */
+  readonly kv: string;
 }
 
 export function homeLayout(home: string): HomeLayout {
@@ -55,6 +60,7 @@ export function homeLayout(home: string): HomeLayout {
     sessions: join(home, "sessions"),
     run: join(home, "run"),
     logs: join(home, "logs"),
+    kv: join(home, "state", "kv"),
   };
 }
 

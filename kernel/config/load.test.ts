@@ -36,6 +36,17 @@ describe("parseConfigText", () => {
     expect(c.bindings).toEqual({});
     expect(c.capsules).toEqual({});
     expect(c.daemon).toEqual({ idle_exit_minutes: 30 });
+    expect(c.kv).toEqual({ persist: true });
+  });
+
+  it("reads kv.persist as a boolean, and says so for anything else", () => {
+    expect(parseConfigText("[kv]\npersist = false\n", FILE).config.kv.persist).toBe(false);
+    expect(errorOf('[kv]\npersist = "no"\n')).toContain(
+      `${FILE}:2: kv.persist: expected true or false, got "no"`,
+    );
+    expect(errorOf("[kv]\npersit = false\n")).toContain(
+      `${FILE}:2: kv.persit: unknown key (did you mean persist?)`,
+    );
   });
 
   it("reads a full file; a provider table replaces the built-in of that name", () => {

@@ -122,6 +122,7 @@ const EXPECTED_TYPE: Readonly<Record<string, string>> = {
   number: "an integer",
   object: "a table",
   array: "a list",
+  boolean: "true or false",
 };
 
 function reportZodIssues(error: z.ZodError, written: Tree, at: Issues): void {

@@ -163,7 +163,19 @@ export const ConfigSchema = z.strictObject({
       enabled: z
         .array(capsuleName)
         .optional()
-        .describe("Capsules a session starts; unset: every installed capsule."),
+        .describe(
+          "Capsules a session starts (and what their bindings reach), e.g. a router's providers; unset: every installed capsule may run, and the orchestrator, the tools and what their bindings reach start.",
+        ),
+    })
+    .prefault({}),
+  kv: z
+    .strictObject({
+      persist: z
+        .boolean()
+        .default(true)
+        .describe(
+          "Keep each capsule's kv entries across sessions in `state/kv/<capsule>/` (the cache's answers); false: a fresh in-memory store per session.",
+        ),
     })
     .prefault({}),
   daemon: z

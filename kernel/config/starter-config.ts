@@ -39,6 +39,9 @@ export const STARTER_CONFIG = `# Astrid configuration. Every key: docs/config.md
 [capsules]
 # enabled = ["anthropic", "react"]   # unset: every installed capsule
 
+[kv]
+# persist = true             # capsules' kv entries (the cache) outlive the session
+
 [daemon]
 # idle_exit_minutes = 30     # 0: never exit
 `;

@@ -34,6 +34,7 @@ describe("the config catalogue", () => {
       "providers.<name>.price.<model>.output",
       "bindings.<importer>.<interface>",
       "capsules.enabled",
+      "kv.persist",
       "daemon.idle_exit_minutes",
     ]);
     for (const f of CONFIG_FIELDS) expect(f.description, f.key).not.toBe("");
@@ -47,6 +48,7 @@ describe("the config catalogue", () => {
       "providers",
       "bindings",
       "capsules",
+      "kv",
       "daemon",
     ]);
     expect(knownKeysAt(["providers", "groq"])).toEqual([

@@ -41,6 +41,7 @@ const USD_KEYS = /_usd$/;
 function typeOf(key: string, s: JsonSchema): string {
   if (s.enum) return s.enum.map((v) => `\`${String(v)}\``).join(", ");
   if (s.type === "integer" || s.type === "number") return "integer";
+  if (s.type === "boolean") return "boolean";
   if (s.type === "array") return "list of capsule names";
   if (s.type === "object") return "table";
   return USD_KEYS.test(key) ? "decimal USD string" : "string";

@@ -308,7 +308,7 @@ describe("effectiveConfig (property)", () => {
     );
   });
 
-  it("refuses any workspace that touches providers, bindings, defaults.provider/model or daemon", () => {
+  it("refuses any workspace that touches providers, bindings, defaults.provider/model, kv or daemon", () => {
     const forbidden = fc.constantFrom(
       { defaults: { provider: "ollama" } },
       { defaults: { model: "m" } },
@@ -316,13 +316,14 @@ describe("effectiveConfig (property)", () => {
       { providers: { anthropic: { price: { "claude-sonnet-4-5": { input: 0, output: 0 } } } } },
       { bindings: { react: { "astrid.llm": "spy" } } },
       { daemon: { idle_exit_minutes: 1 } },
+      { kv: { persist: false } },
     );
     fc.assert(
       fc.property(userFile, tightenable, forbidden, (uf, wf, bad) => {
         const merged = { ...wf, ...bad, defaults: { ...wf.defaults, ...bad.defaults } };
         const w = ws(stringify(merged));
         expect(() => effectiveConfig(user(userText(uf)), w)).toThrow(
-          /workspace config may only tighten the user's: (defaults\.provider|defaults\.model|providers\.anthropic\.(base_url|price\.claude-sonnet-4-5\.(input|output))|bindings\.react\.astrid\.llm|daemon\.idle_exit_minutes) cannot be set here/,
+          /workspace config may only tighten the user's: (defaults\.provider|defaults\.model|providers\.anthropic\.(base_url|price\.claude-sonnet-4-5\.(input|output))|bindings\.react\.astrid\.llm|daemon\.idle_exit_minutes|kv\.persist) cannot be set here/,
         );
       }),
       { numRuns: 100 },

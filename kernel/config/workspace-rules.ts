@@ -9,8 +9,8 @@
  * - `forbidden`: cannot be set at all. Providers (a `base_url` would send the user's API key
  *   to the repository author's server; a lower `price` would undercount the budget), bindings
  *   (a capsule slipped between orchestrator and provider sees every prompt), the default
- *   provider and model (where the prompts and code go, and what they cost), and the daemon
- *   (one per user, not per workspace).
+ *   provider and model (where the prompts and code go, and what they cost), the kv store and
+ *   the daemon (one per user, not per workspace).
  *
  * docs/config.md's table takes its "workspace" column from here.
  */
@@ -31,6 +31,7 @@ export const WORKSPACE_RULES: Readonly<Record<string, WorkspaceRule>> = Object.f
   providers: "forbidden",
   bindings: "forbidden",
   "capsules.enabled": "subset",
+  kv: "forbidden",
   daemon: "forbidden",
 });
 

@@ -20,6 +20,7 @@ import { loadEffectiveConfig } from "../config/resolve.js";
 import { type DaemonConnection, DaemonServer } from "../ipc/server.js";
 import type { ClientRequest } from "../protocol.js";
 import { CapsuleStore } from "../store.js";
+import { HomeKvStores } from "./kv-stores.js";
 import { type Prepared, PreparedSession } from "./prepared-session.js";
 import {
   type PlanContext,
@@ -76,6 +77,7 @@ export class Kernel {
     private readonly revocations: FileRevocationSet,
   ) {
     this.prepared = new PreparedSession((p) => this.discardPrepared(p), o.log);
+    const kv = new HomeKvStores(homeLayout(o.home).kv);
     this.plan = {
       home: o.home,
       userHome: os.homedir(),
@@ -83,6 +85,7 @@ export class Kernel {
       env: o.env,
       orchestrator: o.orchestrator,
       grantsFile: homeLayout(o.home).grants,
+      kv: (capsule) => kv.of(capsule),
       log: o.log,
       base: {
         identity,

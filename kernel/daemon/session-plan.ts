@@ -1,11 +1,22 @@
 /**
- * What a new session runs, decided from its inputs alone: which installed capsules start (the
- * orchestrator, what it is wired to, and the tools), how they are wired, and the settings each
- * sidecar is bound with. One pure function, so the session a prompt gets and a session the
- * daemon prepared in advance for the same inputs are the same session in all but their ids.
+ * What a new session runs, decided from its inputs alone: which installed capsules start, how
+ * they are wired, the settings each sidecar is bound with, and where their kv entries live. One
+ * pure function, so the session a prompt gets and a session the daemon prepared in advance for
+ * the same inputs are the same session in all but their ids.
+ *
+ * What starts is what the configuration names, and what that reaches through bindings:
+ * - the orchestrator and every tool capsule;
+ * - every capsule of an explicit `[capsules] enabled` list — the user wrote its name, so it runs
+ *   even when no binding reaches it: a router's second provider is called by the name in the
+ *   router's setting (ROUTER_PROVIDERS), which is not a binding the kernel could follow.
+ * With `enabled` unset (every installed capsule may run) only the first kind starts, so an
+ * installed provider nobody uses (and which may lack its key) is not started. A tool, or a
+ * capsule only named in `enabled`, whose required settings are missing is left out with a note
+ * instead of failing every prompt; one the orchestrator's bindings reach fails the start.
  */
 import { type Bindings, resolveGraph } from "../../core/manifest/index.js";
 import type { SecurityMode } from "../../core/security/modes/policy-table.js";
+import type { KvStore } from "../../sidecar/enforce/kv.js";
 import { budgetLimitsOf } from "../config/limits.js";
 import type { loadEffectiveConfig } from "../config/resolve.js";
 import { BUILTIN_PROVIDERS } from "../config/schema.js";
@@ -34,6 +45,8 @@ export interface PlanContext {
   readonly env: NodeJS.ProcessEnv;
   readonly orchestrator: string | undefined;
   readonly grantsFile: string;
+  /** The home's persistent kv store of a capsule; used when config.toml's `kv.persist` holds. */
+  readonly kv?: (capsule: string) => Promise<KvStore>;
   readonly log: (line: string) => void;
   readonly base: Pick<SessionRuntimeOptions, "identity" | "issuer" | "tokens" | "logger">;
 }
@@ -41,7 +54,8 @@ export interface PlanContext {
 /**
  * A key that is equal for two sessions exactly when planSession would give them the same plan:
  * the inputs, and the installed versions (name, version, digest) of the capsules they may run.
- * The daemon's environment and keys are fixed for its lifetime, so they are not part of it.
+ * The whole config is in it, so `capsules.enabled` (what starts) and `kv.persist` (which store)
+ * are. The daemon's environment and keys are fixed for its lifetime, so they are not part of it.
  */
 export function sessionFingerprint(
   inputs: SessionInputs,
@@ -70,32 +84,37 @@ export function planSession(
     config.defaults.provider,
     capsules.map((c) => c.manifest),
   );
+  const names = capsules.map((c) => c.manifest.package.name);
   const toolCapsules = capsules
     .filter((c) => c.manifest.exports.astrid?.tool !== undefined)
     .map((c) => c.manifest.package.name);
-  // Start what the session can reach — the orchestrator, what it is wired to, and the tools —
-  // so an installed provider that is not used (and may lack its key) is not started.
+  // Named in `enabled` (installed: `installed` holds only enabled capsules when it is set).
+  const named = (config.capsules.enabled ?? []).filter((n) => names.includes(n));
   const plan = resolveGraph(
     capsules.map((c) => c.manifest),
     bindings as Bindings,
   );
-  // A tool capsule whose required settings are missing (a GITHUB_TOKEN nobody exported) is left
-  // out of the session with a note, instead of failing every prompt.
+  // A tool or named capsule whose required settings are missing (a GITHUB_TOKEN nobody
+  // exported) is left out of the session with a note, instead of failing every prompt.
   const env = capsuleEnv(ctx.env, config);
-  const left = new Set<string>();
-  for (const t of toolCapsules) {
-    const c = capsules.find((x) => x.manifest.package.name === t)!;
-    const missing = Object.entries(c.manifest.env)
+  const missingOf = (name: string) => {
+    const c = capsules.find((x) => x.manifest.package.name === name)!;
+    return Object.entries(c.manifest.env)
       .filter(
         ([n, e]) =>
           e.required && env[n] === undefined && !(e.type === "string" && e.default !== undefined),
       )
       .map(([n]) => n);
-    if (missing.length > 0) {
-      left.add(t);
-      ctx.log(`session ${session}: ${t} not started: ${missing.join(", ")} not set`);
-    }
-  }
+  };
+  const left = new Set<string>();
+  const leave = (name: string) => {
+    const missing = missingOf(name);
+    if (missing.length === 0) return false;
+    left.add(name);
+    ctx.log(`session ${session}: ${name} not started: ${missing.join(", ")} not set`);
+    return true;
+  };
+  for (const t of toolCapsules) leave(t);
   const needed = new Set<string>();
   const visit = (name: string) => {
     if (needed.has(name) || left.has(name)) return;
@@ -104,6 +123,11 @@ export function planSession(
   };
   visit(orchestrator);
   for (const t of toolCapsules) visit(t);
+  // Named capsules last: one the orchestrator or a tool already reaches starts (or its start
+  // fails saying what is missing) whatever the list says.
+  for (const name of named) {
+    if (!needed.has(name) && !left.has(name) && !leave(name)) visit(name);
+  }
   return {
     ...ctx.base,
     principal: ctx.principal,
@@ -119,6 +143,7 @@ export function planSession(
     extraConfig: { tool_capsules: toolCapsules.filter((t) => needed.has(t)).join(",") },
     approvalTimeoutMs: config.approvals.timeout_seconds * 1000,
     grantsFile: ctx.grantsFile,
+    ...(config.kv.persist && ctx.kv ? { kv: ctx.kv } : {}),
   };
 }
 

@@ -26,6 +26,7 @@ import { mintToken } from "../../core/security/tokens/mint.js";
 import type { TokenVerifier } from "../../core/security/tokens/verifier.js";
 import type { LogLevel } from "../../sidecar/abi/host.js";
 import { type AssembledSidecar, assembleSidecar } from "../../sidecar/assemble.js";
+import type { KvStore } from "../../sidecar/enforce/kv.js";
 
 export interface InstalledCapsule {
   readonly dir: string;
@@ -54,6 +55,11 @@ export interface SessionRuntimeOptions {
   readonly approvalTimeoutMs: number;
   /** Lasting approval grants (workspace, always), shared by every session of the home. */
   readonly grantsFile?: string;
+  /**
+   * Each capsule's kv store, shared by the sessions of the home (config.toml `kv.persist`).
+   * Absent: every sidecar gets a new in-memory store, gone with the session.
+   */
+  readonly kv?: (capsule: string) => Promise<KvStore>;
   readonly logger: (level: LogLevel, message: string, fields: Record<string, unknown>) => void;
 }
 
@@ -103,8 +109,10 @@ export class SessionRuntime {
     const bus = new EmbeddedBus();
     const byName = new Map(o.capsules.map((c) => [c.manifest.package.name, c]));
     const started: AssembledSidecar[] = [];
-    const assemble = (name: string) => {
+    const assemble = async (name: string) => {
       const c = byName.get(name)!;
+      // Only a capsule that declares buckets can reach a store (the host's gate refuses others).
+      const kv = o.kv && c.manifest.capabilities.kv.length > 0 ? await o.kv(name) : undefined;
       const bindings = Object.fromEntries(
         plan.bindings.filter((b) => b.importer === name).map((b) => [b.interface, b.exporter]),
       );
@@ -129,6 +137,7 @@ export class SessionRuntime {
         bindings,
         ...(o.extraConfig ? { extraConfig: o.extraConfig } : {}),
         ...(o.grantsFile ? { grantsFile: o.grantsFile } : {}),
+        ...(kv ? { kv } : {}),
         logger: o.logger,
       });
     };
