@@ -184,6 +184,19 @@ describe("desiredStatefulSet", () => {
   });
 });
 
+describe("kv of a capsule", () => {
+  it("is kept in JetStream when the manifest declares buckets, shared by the replicas", () => {
+    const cache = capsule({
+      manifest: WEB_MANIFEST.replace("[capabilities]\n", '[capabilities]\nkv = ["cache"]\n'),
+      package: { wasmRef: "https://pkg.example/c.capsule", digest: DIGEST },
+    });
+    const env = container(desiredStatefulSet(cache, opts) as Obj, "sidecar")?.env as Obj[];
+    expect(env).toContainEqual({ name: "ASTRID_KV_KIND", value: "jetstream" });
+    const plain = container(desiredStatefulSet(capsule(), opts) as Obj, "sidecar")?.env as Obj[];
+    expect(plain.some((e) => e.name === "ASTRID_KV_KIND")).toBe(false);
+  });
+});
+
 describe("spec.env of a capsule", () => {
   const secretEnv = [
     { name: "ANTHROPIC_API_KEY", valueFrom: { secretKeyRef: { name: "llm", key: "key" } } },

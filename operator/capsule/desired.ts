@@ -12,6 +12,7 @@
 import { createHash } from "node:crypto";
 import { isIP } from "node:net";
 import type { NetRule } from "../../core/manifest/capability-rules.js";
+import { parseManifest } from "../../core/manifest/parse.js";
 import type { Capsule } from "../api/capsule.js";
 import { ISSUER_PEM, REVOCATION_BUCKET, TRUST_CONFIGMAP, TRUST_DIR } from "../identity/issuer.js";
 import { KEY_PEM } from "../identity/key-secret.js";
@@ -228,6 +229,11 @@ export function capsulePodParts(
   ];
   const wired = bindingList(bindings);
   if (wired.length > 0) sidecarEnv.push({ name: "ASTRID_BINDINGS", value: wired.join(",") });
+  // A capsule with kv buckets (a cache) keeps them in JetStream: its replicas and restarts
+  // share one store, where a pod's memory would start empty and differ between replicas.
+  if (parseManifest(capsule.spec.manifest).capabilities.kv.length > 0) {
+    sidecarEnv.push({ name: "ASTRID_KV_KIND", value: "jetstream" });
+  }
 
   const volumes: Record<string, unknown>[] = [
     // 0440 with the pod's fsGroup: the private key is readable by the sidecar's group only.
