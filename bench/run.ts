@@ -22,6 +22,7 @@ const suites: Record<string, Suite> = {
   sidecar: suite(() => import("./sidecar.js")),
   cli: suite(() => import("./cli.js")),
   capsules: suite(() => import("./capsules.js")),
+  operator: suite(() => import("./operator.js")),
 };
 // `security` is issue 3's set: every layer plus the audit chain.
 const groups: Record<string, string[]> = {

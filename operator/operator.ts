@@ -10,7 +10,7 @@
 import os from "node:os";
 import type { KubeConfig } from "@kubernetes/client-node";
 import pino from "pino";
-import { Registry } from "prom-client";
+import { collectDefaultMetrics, Registry } from "prom-client";
 import { ApprovalBridge } from "./approval/bridge.js";
 import { ApprovalController, approvalReconciler } from "./approval/reconciler.js";
 import { capsuleContainer, capsulePodParts } from "./capsule/desired.js";
@@ -103,9 +103,12 @@ export async function startOperator(
     level: cfg.logLevel,
     base: { component: "astrid-operator", pod: cfg.podName },
   });
+  const registry = new Registry();
+  // RSS, heap, event-loop lag and GC of the operator itself (docs/operator.md).
+  collectDefaultMetrics({ register: registry, prefix: "astrid_operator_" });
   const manager = new Manager({
     kubeConfig,
-    registry: new Registry(),
+    registry,
     healthPort: cfg.httpPort,
     host: cfg.httpHost,
     log,

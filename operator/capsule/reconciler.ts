@@ -12,6 +12,7 @@ import {
   GraphError,
   resolveGraph,
 } from "../../core/manifest/graph.js";
+import type { Manifest } from "../../core/manifest/index.js";
 import { parseManifest } from "../../core/manifest/parse.js";
 import type { Capsule } from "../api/capsule.js";
 import type { Condition } from "../api/common.js";
@@ -142,27 +143,52 @@ function reconciledPart(obj: KubeObject): string {
   return JSON.stringify([obj.spec, m?.generation, m?.deletionTimestamp, m?.finalizers]);
 }
 
+/** What neighbours see of a Capsule: whether, and what, it exports. */
+function exportingPart(obj: KubeObject): string {
+  return JSON.stringify([obj.spec, obj.metadata?.deletionTimestamp]);
+}
+
+/** `astrid.llm`-style names of what a manifest exports or imports. */
+function interfaces(
+  table: Readonly<Record<string, Readonly<Record<string, unknown>>>> | undefined,
+): string[] {
+  return Object.entries(table ?? {}).flatMap(([ns, ifaces]) =>
+    Object.keys(ifaces).map((i) => `${ns}.${i}`),
+  );
+}
+
 /**
  * Capsules by their own key; children by their owner's key; and, when a Capsule appears,
- * changes or goes, every accepted Capsule of its namespace (it may be the exporter one waits
- * for, or the one another just lost). Those re-checks write nothing unless ResolvedRefs moves.
+ * changes what it exports or goes, the accepted Capsules of its namespace it may matter to:
+ * those still missing an exporter, and those importing an interface it exports (before or
+ * after the change). Waking every neighbour on every change made a burst of n creates cost
+ * n² reconciles. The re-checks write nothing unless ResolvedRefs moves.
  */
 export function watchCapsules(
   informers: { capsules: Informer; children: Informer[] },
   queue: WorkQueue,
 ): void {
-  const wake = (obj: KubeObject) => {
+  const wake = (obj: KubeObject, before?: KubeObject) => {
     queue.add(objectKey(obj));
+    // Declared exports, even of a Capsule being deleted: its importers are the ones to tell.
+    const changed = new Set([
+      ...interfaces(manifestOf(obj)?.exports),
+      ...(before ? interfaces(manifestOf(before)?.exports) : []),
+    ]);
     for (const c of informers.capsules.list(obj.metadata?.namespace)) {
-      if (c.metadata?.name !== obj.metadata?.name && accepted(c)) queue.add(objectKey(c));
+      if (c.metadata?.name === obj.metadata?.name || !accepted(c)) continue;
+      const waiting = condition(c, "ResolvedRefs")?.status !== "True";
+      const imports = interfaces(manifestOf(c)?.imports);
+      if (waiting || imports.some((i) => changed.has(i))) queue.add(objectKey(c));
     }
   };
   informers.capsules.addEventHandler({
-    onAdd: wake,
+    onAdd: (obj) => wake(obj),
     onUpdate: (a, b) => {
-      if (reconciledPart(a) !== reconciledPart(b)) wake(b);
+      if (exportingPart(a) !== exportingPart(b)) wake(b, a);
+      else if (reconciledPart(a) !== reconciledPart(b)) queue.add(objectKey(b));
     },
-    onDelete: wake,
+    onDelete: (obj) => wake(obj),
   });
   for (const inf of informers.children)
     inf.addEventHandler(forOwner(queue, { kind: "Capsule", group: "astrid.dev" }));
@@ -174,18 +200,37 @@ async function applyIfChanged(client: Client, type: ResourceType, desired: KubeO
   await client.apply(type, desired);
 }
 
+/**
+ * Parsed manifests by cached object: the informer replaces an object on every change, so its
+ * identity is its version, and a WeakMap forgets it with the object. Without it every
+ * reconcile re-parsed every other Capsule of the namespace (O(n) parses, ~170 µs each).
+ */
+const parsedByObject = new WeakMap<object, Manifest | null>();
+
+/** The Capsule's manifest, parsed once per object version; undefined when it does not parse. */
+function manifestOf(obj: KubeObject): Manifest | undefined {
+  let parsed = parsedByObject.get(obj);
+  if (parsed === undefined) {
+    const text = (obj.spec as { manifest?: unknown } | undefined)?.manifest;
+    try {
+      parsed = typeof text === "string" ? parseManifest(text) : null;
+    } catch {
+      parsed = null;
+    }
+    parsedByObject.set(obj, parsed);
+  }
+  return parsed ?? undefined;
+}
+
 /** A Capsule whose pods can never start (invalid manifest, refused env, unfetchable package) exports nothing. */
 function parsedOrUndefined(obj: KubeObject): GraphCapsule | undefined {
-  const manifest = (obj.spec as { manifest?: unknown } | undefined)?.manifest;
-  if (typeof manifest !== "string" || obj.metadata?.deletionTimestamp) return undefined;
-  try {
-    if (packageSource(obj as unknown as Capsule).kind === "unsupported") return undefined;
-    const parsed = parseManifest(manifest);
-    if (envProblem(obj as unknown as Capsule, Object.keys(parsed.env))) return undefined;
-    return parsed;
-  } catch {
-    return undefined;
-  }
+  if (obj.metadata?.deletionTimestamp) return undefined;
+  const parsed = manifestOf(obj);
+  if (!parsed) return undefined;
+  const capsule = obj as unknown as Capsule;
+  if (packageSource(capsule).kind === "unsupported") return undefined;
+  if (envProblem(capsule, Object.keys(parsed.env))) return undefined;
+  return parsed;
 }
 
 export function capsuleReconciler(

@@ -274,6 +274,9 @@ export class Informer<T extends KubeObject = KubeObject> {
   }
 
   private upsert(obj: T): void {
+    // managedFields are the API server's bookkeeping of who set what; nothing here reads them,
+    // and they are often the biggest part of an object (client-go's TransformStripManagedFields).
+    if (obj.metadata?.managedFields) delete obj.metadata.managedFields;
     const ns = obj.metadata?.namespace ?? "";
     const name = obj.metadata?.name ?? "";
     let pool = this.byNamespace.get(ns);
