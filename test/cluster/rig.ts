@@ -62,6 +62,31 @@ export interface ClusterRig {
   stop(): Promise<void>;
 }
 
+/**
+ * Runs kubectl asynchronously and never rejects (read `code`). Asynchronously on purpose: the
+ * kubelet harness runs in this process, and a blocked event loop would stop it mid-test.
+ */
+export function kubectlRunner(
+  bin: string,
+  baseArgs: readonly string[] = [],
+): (args: readonly string[], stdin?: string) => Promise<KubectlResult> {
+  return (args, stdin) =>
+    new Promise((resolve) => {
+      const p = spawn(bin, [...baseArgs, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      p.stdout.on("data", (d) => {
+        stdout += d;
+      });
+      p.stderr.on("data", (d) => {
+        stderr += d;
+      });
+      p.on("error", (err) => resolve({ code: 127, stdout, stderr: `${stderr}${err.message}` }));
+      p.on("close", (code) => resolve({ code: code ?? 1, stdout, stderr }));
+      p.stdin.end(stdin ?? "");
+    });
+}
+
 export interface RigOptions {
   /** Progress lines (the demo prints them). */
   readonly log?: (line: string) => void;
@@ -119,23 +144,7 @@ export async function startClusterRig(opts: RigOptions = {}): Promise<ClusterRig
     const kc = new KubeConfig();
     kc.loadFromFile(cp.kubeconfigPath);
     const rest = new KubeRest(kc);
-    const kubectlBin = findKubectl();
-    const kubectl = (args: readonly string[], stdin?: string): Promise<KubectlResult> =>
-      new Promise((resolve) => {
-        const p = spawn(kubectlBin, [`--kubeconfig=${cp.kubeconfigPath}`, ...args], {
-          stdio: ["pipe", "pipe", "pipe"],
-        });
-        let stdout = "";
-        let stderr = "";
-        p.stdout.on("data", (d) => {
-          stdout += d;
-        });
-        p.stderr.on("data", (d) => {
-          stderr += d;
-        });
-        p.on("close", (code) => resolve({ code: code ?? 1, stdout, stderr }));
-        p.stdin.end(stdin ?? "");
-      });
+    const kubectl = kubectlRunner(findKubectl(), [`--kubeconfig=${cp.kubeconfigPath}`]);
 
     log("installing the CRDs with kubectl apply --server-side");
     const crds = await kubectl(["apply", "--server-side", "-f", path.join(repoRoot, "crds")]);

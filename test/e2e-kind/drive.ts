@@ -8,7 +8,7 @@
  *
  *   npx tsx test/e2e-kind/drive.ts <bundled fixtures-server.mjs>
  */
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -21,8 +21,7 @@ import {
   type Kubectl,
   verifyAuditChains,
 } from "../cluster/drive.js";
-import type { BuiltPackage, KubectlResult } from "../cluster/rig.js";
-import { repoRoot } from "../cluster/rig.js";
+import { type BuiltPackage, kubectlRunner, repoRoot } from "../cluster/rig.js";
 import { ANSWER, API_KEY, NAMESPACE, SESSION, scenarioYaml } from "../cluster/scenario.js";
 
 const run = promisify(execFile);
@@ -32,22 +31,7 @@ const FIXTURES = `fixtures.${NAMESPACE}.svc`;
 const SERVICE_CIDR = process.env.KIND_SERVICE_CIDR ?? "10.96.0.0/12";
 const IMAGE = process.env.ASTRID_IMAGE ?? "astrid/astrid:e2e";
 
-const kubectl: Kubectl = {
-  kubectl: (args: readonly string[], stdin?: string) =>
-    new Promise<KubectlResult>((resolve) => {
-      const p = spawn("kubectl", [...args], { stdio: ["pipe", "pipe", "pipe"] });
-      let stdout = "";
-      let stderr = "";
-      p.stdout.on("data", (d) => {
-        stdout += d;
-      });
-      p.stderr.on("data", (d) => {
-        stderr += d;
-      });
-      p.on("close", (code) => resolve({ code: code ?? 1, stdout, stderr }));
-      p.stdin.end(stdin ?? "");
-    }),
-};
+const kubectl: Kubectl = { kubectl: kubectlRunner("kubectl") };
 
 async function must(args: string[], stdin?: string): Promise<string> {
   const r = await kubectl.kubectl(args, stdin);
