@@ -6,7 +6,9 @@
  *   beside node:crypto on the same bytes; the cache's whole `chat` hit in QuickJS without a
  *   sidecar; then a hit through the embedded bus and the sidecar's five layers beside the
  *   provider answering directly, once with the audit chains on disk and once on tmpfs (where
- *   fdatasync costs nothing), which isolates the durable-write share of a sidecar hop;
+ *   fdatasync costs nothing), which isolates the durable-write share of a sidecar hop, and
+ *   once on disk with the opt-in `audit.sync = interval` (acknowledged once written, fdatasync
+ *   within 10 ms);
  * - ReAct step overhead: one turn of react (four model steps, three tool calls) under sidecars
  *   with the replay provider and a trivial tool, beside the provider call and the tool call
  *   alone; the overhead per step is the turn minus the model and tool calls it made, over 4.
@@ -105,8 +107,10 @@ async function inQuickJs(name: string, file: string): Promise<QuickJsEngine> {
   });
 }
 
+type AuditSyncOption = NonNullable<Parameters<typeof assembleSidecar>[0]["auditSync"]>;
+
 /** One process-local world: a bus, sidecars under one root, a caller's token. */
-async function world(root: string) {
+async function world(root: string, auditSync?: AuditSyncOption) {
   const issuer = generateIssuerKey();
   const tokens = new TokenVerifier({
     keys: new TrustedKeys([issuer.publicKey]),
@@ -148,6 +152,7 @@ async function world(root: string) {
       bindings,
       env,
       extraConfig,
+      ...(auditSync ? { auditSync } : {}),
       logger: () => {},
     });
     closers.push(() => s.close());
@@ -244,8 +249,10 @@ async function cacheSuite(): Promise<void> {
   const roots = [mkdtempSync(path.join(os.tmpdir(), "astrid-bench-capsules-"))];
   const shm = existsSync("/dev/shm") ? mkdtempSync("/dev/shm/astrid-bench-capsules-") : undefined;
   if (shm) roots.push(shm);
+  const intervalRoot = mkdtempSync(path.join(os.tmpdir(), "astrid-bench-capsules-interval-"));
   const worlds = await Promise.all(roots.map((r) => world(r)));
-  for (const w of worlds) {
+  const interval = await world(intervalRoot, { sync: "interval", intervalMs: 10 });
+  for (const w of [...worlds, interval]) {
     await w.start(path.resolve("test/fixtures/cache-router/cheap"), {});
     await w.start(path.resolve("capsules/cache"), { "astrid.llm": "cheap" });
     await w.call("llm.v1.chat.cache", "llm.chat.request", SHORT_REQUEST, "llm.chat.response");
@@ -302,11 +309,22 @@ async function cacheSuite(): Promise<void> {
             },
           ]
         : []),
+      {
+        name: "provider directly, audit sync=interval",
+        baseline: "provider answers directly (bus + sidecar)",
+        fn: ask(interval, "llm.v1.chat.cheap"),
+      },
+      {
+        name: "cache hit, audit sync=interval",
+        baseline: "cache hit (bus + sidecar + kv)",
+        goal: "< 1 ms",
+        fn: ask(interval, "llm.v1.chat.cache"),
+      },
     ]);
   } finally {
     await cacheJs.stop();
-    for (const w of worlds) await w.close();
-    for (const r of roots) rmSync(r, { recursive: true, force: true });
+    for (const w of [...worlds, interval]) await w.close();
+    for (const r of [...roots, intervalRoot]) rmSync(r, { recursive: true, force: true });
   }
 }
 

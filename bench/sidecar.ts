@@ -5,7 +5,9 @@
  * - a QuickJS tool call through NATS + sidecar, next to QuickJsEngine.invoke directly;
  * - cold start of a QuickJS capsule's sidecar (engine instantiate + subscriptions).
  * The audit chain is durable (fdatasync, group commit) as in production: a reply leaves only
- * after its decisions are on disk, so that cost is part of "enforcement".
+ * after its decisions are on disk, so that cost is part of "enforcement". One more MCP sidecar
+ * runs with the opt-in `audit.sync = interval` (decisions acknowledged once written, fdatasync
+ * within 10 ms) on the same disk, beside the same tool called directly.
  */
 import { generateKeyPairSync } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -101,6 +103,19 @@ export async function main(): Promise<void> {
     auditDir: path.join(shmDir, "audit"),
     stateDir: path.join(shmDir, "state"),
   });
+  // The same capsule, audit on the same disk, with the opt-in sync "interval": the difference
+  // to the first row is what waiting for fdatasync costs each decision.
+  const intervalBus = await busOf("mcp-interval");
+  const intervalSidecar = await assembleSidecar({
+    ...common,
+    capsule: "mcp-interval",
+    packageDir: root,
+    manifest: parseManifest(mcpManifestText(cmd, "big")),
+    bus: intervalBus,
+    auditDir: path.join(root, "audit-interval"),
+    stateDir: path.join(root, "state-interval"),
+    auditSync: { sync: "interval", intervalMs: 10 },
+  });
   const wasmBus = await busOf("wasm-tools");
   const wasmSidecar = await assembleSidecar({
     ...common,
@@ -177,6 +192,16 @@ export async function main(): Promise<void> {
           fn: () => toolCall("add", { a: 1, b: 2 }),
         },
         {
+          name: "MCP big (1 byte), McpEngine direct",
+          fn: () => direct.callTool("big", { bytes: 1 }),
+        },
+        {
+          name: "MCP big (1 byte) via sidecar + NATS, audit sync=interval",
+          baseline: "MCP big (1 byte), McpEngine direct",
+          goal: "enforcement < 1 ms p99",
+          fn: () => toolCall("big", { bytes: 1 }),
+        },
+        {
           name: "QuickJS handler, engine direct",
           fn: () =>
             quickjs.invoke("chat", { messages: [{ role: "user", content: "x" }] }, ctx, host),
@@ -233,10 +258,11 @@ export async function main(): Promise<void> {
     await mcpSidecar.close();
     await shmSidecar.close();
     rmSync(shmDir, { recursive: true, force: true });
+    await intervalSidecar.close();
     await wasmSidecar.close();
     await direct.stop();
     await quickjs.stop();
-    for (const b of [caller, raw, mcpBus, shmBus, wasmBus]) await b.close();
+    for (const b of [caller, raw, mcpBus, shmBus, intervalBus, wasmBus]) await b.close();
     await nats.dispose();
     rmSync(root, { recursive: true, force: true });
   }

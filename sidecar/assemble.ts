@@ -6,7 +6,7 @@
 import type { KeyObject } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
-import { AuditChain } from "../core/audit/index.js";
+import { AuditChain, type AuditSyncMode } from "../core/audit/index.js";
 import type { Bus } from "../core/bus/bus.js";
 import type { Manifest } from "../core/manifest/index.js";
 import { IpcAcl } from "../core/security/acl/ipc-acl.js";
@@ -38,6 +38,11 @@ export interface AssembleOptions {
   readonly capsule?: string;
   readonly bus: Bus;
   readonly auditDir: string;
+  /**
+   * Audit durability; default `{ sync: "always" }`. "interval" acknowledges a decision once
+   * written and syncs within `intervalMs`: a host crash can lose that interval's entries.
+   */
+  readonly auditSync?: { readonly sync: AuditSyncMode; readonly intervalMs?: number };
   readonly identity: { readonly key: KeyObject; readonly keyId: string };
   readonly tokens: TokenVerifier | undefined;
   readonly requireCallerToken: boolean;
@@ -101,7 +106,14 @@ export async function assembleSidecar(o: AssembleOptions): Promise<AssembledSide
     config[`bind.${iface}`] = exporter;
 
   await mkdir(path.join(o.stateDir, "budget"), { recursive: true, mode: 0o700 });
-  const audit = await AuditChain.open(o.auditDir, { key: o.identity.key, keyId: o.identity.keyId });
+  const audit = await AuditChain.open(o.auditDir, {
+    key: o.identity.key,
+    keyId: o.identity.keyId,
+    sync: o.auditSync?.sync ?? "always",
+    ...(o.auditSync?.intervalMs !== undefined ? { syncIntervalMs: o.auditSync.intervalMs } : {}),
+    // A failed background sync has no decision waiting on it: report it as the failed write it is.
+    onBackgroundFailure: (e) => o.observer?.auditFailed?.(e),
+  });
   const broker = new ApprovalBroker();
   const detachApprover = attachBusApprover({ bus: o.bus, broker, capsule });
   const store = await ApprovalStore.open({

@@ -93,6 +93,7 @@ describe("loadSidecarConfig: sources and precedence", () => {
       identityKeyId: "sidecar-1",
       bus: { kind: "embedded" },
       auditDir: "/audit",
+      audit: { sync: "always", syncIntervalMs: 10 },
       revocation: { kind: "file", path: "/rev.json" },
       trustedIssuerKeys: ["/keys/issuer.pem"],
       tokens: { required: true },
@@ -386,6 +387,28 @@ describe("loadSidecarConfig: bindings, settings, kv and task mode", () => {
     );
     expect(await errorOf([...BASE, "--bindings", "Astrid=x"])).toBe(
       'flag --bindings: bindings: entry "Astrid=x": expected an interface like astrid.llm before "=", got "Astrid"',
+    );
+  });
+
+  it("keeps audit sync always by default; takes interval with its bound interval", async () => {
+    expect((await load(BASE)).audit).toEqual({ sync: "always", syncIntervalMs: 10 });
+    const c = await load([...BASE, "--audit-sync", "interval"], {
+      ASTRID_AUDIT_SYNC_INTERVAL_MS: "25",
+    });
+    expect(c.audit).toEqual({ sync: "interval", syncIntervalMs: 25 });
+    const f = await load([
+      "--config",
+      await file("audit.toml", `${FILE_OK}\n[audit]\nsync = "interval"\n`),
+    ]);
+    expect(f.audit).toEqual({ sync: "interval", syncIntervalMs: 10 });
+    // Beyond a second, "interval" would quietly stop being durable in any useful sense.
+    expect(
+      await errorOf([...BASE, "--audit-sync", "sometimes", "--audit-sync-interval-ms", "5000"]),
+    ).toBe(
+      [
+        'flag --audit-sync: audit.sync: expected one of "always", "interval", got "sometimes"',
+        "flag --audit-sync-interval-ms: audit.syncIntervalMs: expected at most 1000, got 5000",
+      ].join("\n"),
     );
   });
 

@@ -11,6 +11,7 @@
 import { readFile as fsReadFile } from "node:fs/promises";
 import { parse as parseToml, TomlError } from "smol-toml";
 import { z } from "zod";
+import { AUDIT_SYNC_MODES } from "../core/audit/chain.js";
 import { indexPositions, type KeyPath, locate } from "../core/manifest/locate.js";
 import { usdToMicro } from "../core/manifest/money.js";
 import { closestKey } from "../core/manifest/suggest.js";
@@ -69,6 +70,25 @@ export const SidecarConfigSchema = z
       .discriminatedUnion("kind", [natsBus, embeddedBus])
       .describe("The message bus: `nats` (a NATS server) or `embedded` (in-process)."),
     auditDir: path.describe("Directory of the audit chain segments (a PVC in the cluster)."),
+    audit: z
+      .strictObject({
+        sync: z
+          .enum(AUDIT_SYNC_MODES)
+          .default("always")
+          .describe(
+            "`always`: a decision counts once fdatasync-ed; `interval`: once written, synced within `audit.syncIntervalMs` (see docs/security.md).",
+          ),
+        syncIntervalMs: z
+          .number()
+          .int()
+          .min(1)
+          .max(1000)
+          .default(10)
+          .describe(
+            "With `audit.sync = interval`: longest time a written entry waits for its seal and fdatasync.",
+          ),
+      })
+      .prefault({}),
     revocation: z
       .discriminatedUnion("kind", [
         z.strictObject({

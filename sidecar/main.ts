@@ -128,6 +128,7 @@ async function start(
     manifest,
     bus,
     auditDir: config.auditDir,
+    auditSync: { sync: config.audit.sync, intervalMs: config.audit.syncIntervalMs },
     identity: { key: identityKey, keyId: config.identityKeyId },
     tokens,
     requireCallerToken: config.tokens.required,

@@ -3,8 +3,10 @@
 export { canonicalJson } from "../canonical-json.js";
 export {
   type AppendReceipt,
+  AUDIT_SYNC_MODES,
   AuditChain,
   type AuditChainOptions,
+  type AuditSyncMode,
   type SigningStrategy,
 } from "./chain.js";
 export {
