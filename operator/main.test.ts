@@ -21,7 +21,7 @@ import { freePort, type NatsServerHandle, startNatsServer } from "../test/harnes
 import { Capsules, StatefulSets } from "./capsule/resources.js";
 import { operatorEnv } from "./operator.js";
 import { type KubeObject, KubeRest, resourcePath } from "./runtime/rest.js";
-import { createNamespace, kubeConfigFor, waitFor } from "./runtime/test-support.js";
+import { createNamespace, installCrds, kubeConfigFor, waitFor } from "./runtime/test-support.js";
 import { AgentSessions } from "./session/resources.js";
 
 const run = promisify(execFile);
@@ -73,24 +73,7 @@ describe.skipIf(!built)("astrid-operator process", () => {
     [cp, nats] = await Promise.all([startControlPlane(), startNatsServer()]);
     rest = new KubeRest(kubeConfigFor(cp));
     await createNamespace(rest, NS);
-    for (const file of ["capsule", "agentsession", "approval"]) {
-      const crd = parse(readFileSync(new URL(`../crds/${file}.yaml`, import.meta.url), "utf8"));
-      await rest.request(
-        "PATCH",
-        `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`,
-        {
-          contentType: "application/apply-patch+yaml",
-          query: { fieldManager: "test", force: true },
-          body: crd,
-        },
-      );
-    }
-    await waitFor("Capsule kind served", () =>
-      rest
-        .request("GET", resourcePath(Capsules, NS))
-        .then(() => true)
-        .catch(() => false),
-    );
+    await installCrds(rest, NS);
     port = await freePort();
     child = spawn(process.execPath, ["--import", "tsx", MAIN], {
       env: {

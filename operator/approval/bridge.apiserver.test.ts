@@ -4,11 +4,9 @@
  * bridge turns the request into an Approval object, and the test answers it the way a person
  * with kubectl would (a patch of spec.decision).
  */
-import { readFileSync } from "node:fs";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parse } from "yaml";
 import { connectNatsBus, type NatsBus } from "../../core/bus/nats.js";
 import { decode, encode, expectKind } from "../../core/protocol/envelope.js";
 import { subjects } from "../../core/protocol/topics.js";
@@ -24,7 +22,7 @@ import { type NatsServerHandle, startNatsServer } from "../../test/harness/nats-
 import { forObject } from "../runtime/handlers.js";
 import { Manager } from "../runtime/manager.js";
 import { type KubeObject, KubeRest, resourcePath } from "../runtime/rest.js";
-import { createNamespace, kubeConfigFor, waitFor } from "../runtime/test-support.js";
+import { createNamespace, installCrds, kubeConfigFor, waitFor } from "../runtime/test-support.js";
 import { WorkQueue } from "../runtime/workqueue.js";
 import { NatsLink } from "../session/nats-link.js";
 import { AgentSessions, Approvals } from "../session/resources.js";
@@ -38,7 +36,6 @@ if (!built)
     "skipping approval bridge tests: control plane binaries not built (run `make tools`)",
   );
 
-const repo = (p: string) => new URL(`../../${p}`, import.meta.url);
 const NS = "astrid-approvals";
 const H = "a".repeat(64);
 // biome-ignore lint/suspicious/noExplicitAny: the tests read deep into API objects
@@ -82,25 +79,7 @@ describe.skipIf(!built)("approval bridge on a real API server and NATS", () => {
     [cp, nats] = await Promise.all([startControlPlane(), startNatsServer()]);
     rest = new KubeRest(kubeConfigFor(cp));
     await createNamespace(rest, NS);
-    for (const file of ["capsule", "agentsession", "approval"]) {
-      const crd = parse(readFileSync(repo(`crds/${file}.yaml`), "utf8")) as Obj;
-      await rest.request(
-        "PATCH",
-        `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata?.name}`,
-        {
-          contentType: "application/apply-patch+yaml",
-          query: { fieldManager: "test-user", force: true },
-          body: crd,
-        },
-      );
-    }
-    await waitFor("Approval kind served", () =>
-      rest
-        .request("GET", resourcePath(Approvals, NS))
-        .then(() => rest.request("GET", resourcePath(AgentSessions, NS)))
-        .then(() => true)
-        .catch(() => false),
-    );
+    await installCrds(rest, NS);
     await rest.request("POST", resourcePath(AgentSessions, NS), {
       body: {
         apiVersion: "astrid.dev/v1alpha1",

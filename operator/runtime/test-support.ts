@@ -3,9 +3,13 @@
  * waiting for a condition (never for a fixed time — the condition decides, the timeout only
  * turns a hang into a clear failure).
  */
+import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
+import { parse } from "yaml";
 import type { ControlPlaneHandle } from "../../test/harness/control-plane.js";
 import { ConfigMaps, KubeRest, Namespaces, resourcePath } from "./rest.js";
+
+const CRD_FILES = ["capsule", "agentsession", "approval"] as const;
 
 export function kubeConfigFor(cp: ControlPlaneHandle): KubeConfig {
   const kc = new KubeConfig();
@@ -25,6 +29,37 @@ export async function waitFor<T>(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * Installs crds/*.yaml with server-side apply (as `kubectl apply --server-side` would) and
+ * waits until the API server serves all three kinds in `namespace`.
+ */
+export async function installCrds(rest: KubeRest, namespace: string): Promise<void> {
+  for (const file of CRD_FILES) {
+    const crd = parse(
+      readFileSync(new URL(`../../crds/${file}.yaml`, import.meta.url), "utf8"),
+    ) as { metadata: { name: string } };
+    await rest.request(
+      "PATCH",
+      `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`,
+      {
+        contentType: "application/apply-patch+yaml",
+        query: { fieldManager: "test-user", force: true },
+        body: crd,
+      },
+    );
+  }
+  await waitFor("the astrid.dev kinds served", async () => {
+    for (const plural of ["capsules", "agentsessions", "approvals"]) {
+      const ok = await rest
+        .request("GET", `/apis/astrid.dev/v1alpha1/namespaces/${namespace}/${plural}`)
+        .then(() => true)
+        .catch(() => false);
+      if (!ok) return false;
+    }
+    return true;
+  });
 }
 
 export async function createNamespace(rest: KubeRest, name: string): Promise<void> {

@@ -5,12 +5,10 @@
  * status (playing the kubelet), then checks what the reconciler made of it.
  */
 import { createPublicKey, verify } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parse } from "yaml";
 import {
   type ControlPlaneHandle,
   controlPlaneToolsBuilt,
@@ -23,7 +21,7 @@ import { IssuerStore } from "../identity/issuer.js";
 import { Controller } from "../runtime/controller.js";
 import { Manager } from "../runtime/manager.js";
 import { ConfigMaps, type KubeObject, KubeRest, resourcePath, Secrets } from "../runtime/rest.js";
-import { createNamespace, kubeConfigFor, waitFor } from "../runtime/test-support.js";
+import { createNamespace, installCrds, kubeConfigFor, waitFor } from "../runtime/test-support.js";
 import { WorkQueue } from "../runtime/workqueue.js";
 import { TOKEN_ID_ANNOTATION } from "./desired.js";
 import { SessionMetrics } from "./metrics.js";
@@ -38,7 +36,6 @@ if (!built)
     "skipping AgentSession reconciler tests: control plane binaries not built (run `make tools`)",
   );
 
-const repo = (p: string) => new URL(`../../${p}`, import.meta.url);
 const NS = "astrid-sessions";
 const IMAGE = "astrid/astrid:1.0.0";
 const workload = { sidecarImage: IMAGE, busUrl: "nats://nats.nats:4222" };
@@ -207,25 +204,7 @@ describe.skipIf(!built)("AgentSession reconciler on a real API server and NATS",
     [cp, nats] = await Promise.all([startControlPlane(), startNatsServer()]);
     rest = new KubeRest(kubeConfigFor(cp));
     await createNamespace(rest, NS);
-    for (const file of ["capsule", "agentsession", "approval"]) {
-      const crd = parse(readFileSync(repo(`crds/${file}.yaml`), "utf8")) as Obj;
-      await rest.request(
-        "PATCH",
-        `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata?.name}`,
-        {
-          contentType: "application/apply-patch+yaml",
-          query: { fieldManager: "test-user", force: true },
-          body: crd,
-        },
-      );
-    }
-    await waitFor("AgentSession kind served", () =>
-      rest
-        .request("GET", resourcePath(AgentSessions, NS))
-        .then(() => rest.request("GET", resourcePath(Capsules, NS)))
-        .then(() => true)
-        .catch(() => false),
-    );
+    await installCrds(rest, NS);
     for (const [name, text] of Object.entries(CAPSULES)) {
       await rest.request("POST", resourcePath(Capsules, NS), {
         body: {
