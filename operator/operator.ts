@@ -4,7 +4,9 @@
  * the Helm chart sets (docs/helm.md): ASTRID_WATCH_NAMESPACES (comma-separated; empty = the
  * whole cluster), ASTRID_LEADER_ELECTION, ASTRID_POD_NAMESPACE, ASTRID_POD_NAME,
  * ASTRID_SIDECAR_IMAGE, ASTRID_BUS_URL, ASTRID_BUS_CREDS_FILE (optional: the operator's own NATS
- * credentials), ASTRID_HTTP_HOST / ASTRID_HTTP_PORT (health, metrics), ASTRID_LOG_LEVEL. The
+ * credentials), ASTRID_HTTP_HOST / ASTRID_HTTP_PORT (health, metrics), ASTRID_LOG_LEVEL,
+ * ASTRID_NATS_ACCOUNT / _ACCOUNT_SEED_FILE / _OPERATOR_SEED_FILE / _SYSTEM_CREDS_FILE
+ * (optional, all or none: per-capsule NATS users, operator/nats/config.ts). The
  * cluster credentials are the pod's service account, or KUBECONFIG.
  */
 import os from "node:os";
@@ -19,6 +21,8 @@ import { capsuleReconciler, watchCapsules } from "./capsule/reconciler.js";
 import { Capsules, NetworkPolicies, StatefulSets } from "./capsule/resources.js";
 import { secretKeysFrom } from "./capsule/secret-refs.js";
 import { IssuerStore } from "./identity/issuer.js";
+import { type NatsAccountEnv, natsAccountEnv, openNatsUsers } from "./nats/config.js";
+import type { NatsPodUser } from "./nats/names.js";
 import { Controller } from "./runtime/controller.js";
 import { forObject } from "./runtime/handlers.js";
 import { Manager } from "./runtime/manager.js";
@@ -41,6 +45,8 @@ export interface OperatorEnv {
   readonly httpHost: string;
   readonly httpPort: number;
   readonly logLevel: string;
+  /** Per-capsule NATS users; undefined = off (sidecars get no `.creds`). */
+  readonly natsAccount?: NatsAccountEnv | undefined;
 }
 
 /** Reads the chart's environment; every problem is named at once. */
@@ -73,6 +79,7 @@ export function operatorEnv(env: NodeJS.ProcessEnv): OperatorEnv {
     httpHost: env.ASTRID_HTTP_HOST ?? "127.0.0.1",
     httpPort: port,
     logLevel: env.ASTRID_LOG_LEVEL ?? "info",
+    natsAccount: natsAccountEnv(env, problems),
   };
   if (out.watchNamespaces.length > 1) {
     problems.push(
@@ -125,6 +132,9 @@ export async function startOperator(
   });
   const issuers = new IssuerStore(manager.rest);
   const workload = { sidecarImage: cfg.sidecarImage, busUrl: cfg.busUrl };
+  const nats = cfg.natsAccount
+    ? await openNatsUsers(cfg.natsAccount, manager.rest, cfg.busUrl)
+    : undefined;
 
   const queue = new WorkQueue({ name: "capsule" });
   watchCapsules(
@@ -150,6 +160,7 @@ export async function startOperator(
         issuers,
         identities: new CapsuleIdentities(manager.rest),
         secretKeys: secretKeysFrom(manager.rest),
+        ...(nats ? { natsUsers: nats.users } : {}),
       }),
     }),
   );
@@ -188,7 +199,10 @@ export async function startOperator(
         ...(tuning.taskTimeoutMs !== undefined ? { taskTimeoutMs: tuning.taskTimeoutMs } : {}),
         issuer: issuers,
         revoker: new KvTokenRevoker(link, { timeoutMs: tuning.revokeTimeoutMs ?? 5000 }),
-        podParts: (capsule, bindings) => capsulePodParts(capsule, bindings, workload),
+        // The session pod's own NATS user (orchestrator ACL + its prompt subject).
+        podParts: (capsule, bindings, natsUser?: NatsPodUser) =>
+          capsulePodParts(capsule, bindings, workload, natsUser),
+        ...(nats ? { natsUsers: nats.users } : {}),
         capsuleContainer,
         rest: manager.rest,
         metrics: new SessionMetrics(manager.registry),
@@ -219,5 +233,11 @@ export async function startOperator(
 
   await manager.start();
   log.info({ namespaces: cfg.watchNamespaces, leaderElection: cfg.leaderElection }, "started");
-  return { manager, close: () => link.close() };
+  return {
+    manager,
+    close: async () => {
+      await link.close();
+      await nats?.close();
+    },
+  };
 }

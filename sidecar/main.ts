@@ -86,9 +86,9 @@ async function start(
   const identityKey = createPrivateKey(await readFile(config.identityKeyFile, "utf8"));
   let bus: Bus;
   if (config.bus.kind === "nats") {
-    if (config.bus.credsFile) {
-      throw new Error("bus.credsFile is not supported yet; use bus.user with bus.passwordFile");
-    }
+    // The operator's per-capsule NATS user (operator/nats): the server enforces the
+    // capsule's ACL even if something in the pod bypasses the sidecar.
+    const creds = config.bus.credsFile ? await readFile(config.bus.credsFile) : undefined;
     const pass = config.bus.passwordFile
       ? (await readFile(config.bus.passwordFile, "utf8")).trim()
       : undefined;
@@ -97,6 +97,7 @@ async function start(
       name: `astrid-sidecar:${capsule}`,
       ...(config.bus.user ? { user: config.bus.user } : {}),
       ...(pass ? { pass } : {}),
+      ...(creds ? { creds: new Uint8Array(creds) } : {}),
       inboxPrefix: `_INBOX.${capsule}`,
       onError: (e) => logger.warn({ err: e.message }, "bus error"),
     });

@@ -22,7 +22,7 @@ import {
 import os from "node:os";
 import path from "node:path";
 import { Kvm } from "@nats-io/kv";
-import { connect } from "@nats-io/transport-node";
+import { connect, credsAuthenticator } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, parseAllDocuments, stringify } from "yaml";
 import { decode, encode } from "../core/protocol/envelope.js";
@@ -71,7 +71,7 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
 
   const kubectlJson = (args: string[]) => kubectlJsonOf(rig, args);
   const intrude = async (): Promise<Obj> => {
-    const nc = await connect({ servers: rig.nats.url });
+    const nc = await rig.natsConnect();
     try {
       const wire = encode(
         "tool.execute.request",
@@ -86,6 +86,10 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
     }
   };
   const cond = condition;
+  const credsOf = async (secret: string): Promise<Uint8Array> => {
+    const s = await kubectlJson(["get", "secret", secret, "-n", NAMESPACE]);
+    return new Uint8Array(Buffer.from(s.data["nats.creds"], "base64"));
+  };
   const diagnose = () =>
     `session events: ${JSON.stringify(events)}\noperator log tail:\n${rig.operatorLog().slice(-6000)}\n` +
     `session pod:\n${(() => {
@@ -100,7 +104,7 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
     rig = await startClusterRig();
     scenario = await prepareScenario(rig);
     // The session's events (status lines, tool calls) as a client of the session would see them.
-    eventsConn = await connect({ servers: rig.nats.url });
+    eventsConn = await rig.natsConnect();
     const sub = eventsConn.subscribe(subjects.sessionEvents(SESSION));
     void (async () => {
       for await (const m of sub) {
@@ -201,6 +205,10 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
       const sess = `session=~"${SESSION}"`;
       // Wait for a scrape after the session finished.
       await p.waitFor(`astrid_budget_spent_tokens{${sess}}`, (s) => s.some((x) => x.value > 0));
+      // Rates need several scrapes of each target within their window.
+      for (const job of ["astrid-operator", "astrid-capsules"]) {
+        await p.waitFor(`count_over_time(up{job="${job}"}[2m]) >= 4`, (x) => x.length > 0);
+      }
       // A counter's series appears at its first increment, so a rate needs a second one seen
       // by a later scrape: the intruder tries again once the first refusal was scraped.
       await p.waitFor('astrid_denials_total{layer="token"}', (s) => s.length > 0);
@@ -299,7 +307,30 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
     120_000,
   );
 
-  it("revokes the session's token when the session is deleted", async () => {
+  it("gives each capsule pod its own NATS user, which the server holds to the capsule's ACL", async () => {
+    for (const c of SERVING) {
+      const cap = await kubectlJson(["get", "capsule", c, "-n", NAMESPACE]);
+      const secret = await kubectlJson(["get", "secret", `${c}-nats`, "-n", NAMESPACE]);
+      expect(cap.status.natsUser).toMatch(/^U[A-Z2-7]{55}$/);
+      expect(secret.metadata.annotations["astrid.dev/nats-user"]).toBe(cap.status.natsUser);
+    }
+    // The provider's own credentials cannot call the http tool: the server refuses the
+    // publish before any sidecar sees it.
+    const nc = await connect({
+      servers: rig.nats.url,
+      authenticator: credsAuthenticator(await credsOf(`anthropic-nats`)),
+      inboxPrefix: "_INBOX.anthropic",
+    });
+    try {
+      await expect(
+        nc.request(subjects.toolExecute("fetch"), "{}", { timeout: 3000 }),
+      ).rejects.toThrow(/permission/i);
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it("revokes the session's token and NATS user when the session is deleted", async () => {
     const secret = await kubectlJson([
       "get",
       "secret",
@@ -309,6 +340,11 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
     ]);
     const jti = secret.metadata.annotations["astrid.dev/token-id"] as string;
     expect(jti).toMatch(/.+/);
+    const sessionCreds = await credsOf(`${SESSION}-session-nats`);
+    // Before: the session pod's user may connect.
+    await (
+      await connect({ servers: rig.nats.url, authenticator: credsAuthenticator(sessionCreds) })
+    ).close();
     const del = await rig.kubectl([
       "delete",
       "agentsession",
@@ -318,7 +354,7 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
       "--timeout=60s",
     ]);
     expect(del.code, del.stderr).toBe(0);
-    const nc = await connect({ servers: rig.nats.url });
+    const nc = await rig.natsConnect();
     try {
       const kv = await new Kvm(nc).open("astrid-revocations");
       const entry = await kv.get(jti);
@@ -326,6 +362,15 @@ describe.skipIf(missing !== undefined)("cluster shape, end to end", () => {
     } finally {
       await nc.close();
     }
+    // After: the server refuses its credentials.
+    await expect(
+      connect({
+        servers: rig.nats.url,
+        authenticator: credsAuthenticator(sessionCreds),
+        reconnect: false,
+        timeout: 5000,
+      }),
+    ).rejects.toThrow(/authorization|revoked/i);
   }, 90_000);
 });
 

@@ -8,6 +8,7 @@
 import {
   connect,
   createInbox,
+  credsAuthenticator,
   errors,
   type Msg,
   type MsgHdrs,
@@ -57,6 +58,8 @@ export interface NatsBusOptions extends BusOptions {
   user?: string;
   pass?: string;
   token?: string;
+  /** Contents of a NATS `.creds` file (user JWT + nkey seed), for decentralized auth. */
+  creds?: Uint8Array;
   /** Handshake timeout of each connection attempt; the client's default is 20 s. */
   timeoutMs?: number;
   /** Reconnect backoff; defaults to 250 ms doubling to 10 s with 50 % jitter. */
@@ -80,6 +83,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<NatsBus> {
       user: opts.user,
       pass: opts.pass,
       token: opts.token,
+      ...(opts.creds ? { authenticator: credsAuthenticator(opts.creds) } : {}),
       timeout: opts.timeoutMs,
       ...(opts.inboxPrefix ? { inboxPrefix: opts.inboxPrefix } : {}),
       // A sidecar outlives any server restart: it never gives up reconnecting.

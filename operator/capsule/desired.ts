@@ -16,6 +16,7 @@ import { parseManifest } from "../../core/manifest/parse.js";
 import type { Capsule } from "../api/capsule.js";
 import { ISSUER_PEM, REVOCATION_BUCKET, TRUST_CONFIGMAP, TRUST_DIR } from "../identity/issuer.js";
 import { KEY_PEM } from "../identity/key-secret.js";
+import { NATS_CREDS_KEY, NATS_DIR, NATS_USER_ANNOTATION, type NatsPodUser } from "../nats/names.js";
 import type { KubeObject, OwnerReference } from "../runtime/rest.js";
 
 export const CONFIG_HASH_ANNOTATION = "astrid.dev/config-hash";
@@ -204,6 +205,7 @@ export function capsulePodParts(
   capsule: Capsule,
   bindings: Readonly<Record<string, string>>,
   opts: CapsuleWorkloadOptions,
+  nats?: NatsPodUser,
 ): CapsulePodParts {
   const name = capsule.metadata.name;
   const source = packageSource(capsule);
@@ -247,6 +249,13 @@ export function capsulePodParts(
     { name: "trust", mountPath: TRUST_DIR, readOnly: true },
     { name: "tmp", mountPath: "/tmp" },
   ];
+  if (nats) {
+    // The pod's own NATS user: the server enforces the capsule's ACL a second time, also
+    // against a capsule that bypasses its sidecar. Readable by the sidecar's group only.
+    sidecarEnv.push({ name: "ASTRID_BUS_CREDS_FILE", value: `${NATS_DIR}/${NATS_CREDS_KEY}` });
+    volumes.push({ name: "nats", secret: { secretName: nats.secretName, defaultMode: 0o440 } });
+    sidecarVolumeMounts.push({ name: "nats", mountPath: NATS_DIR, readOnly: true });
+  }
   const initContainers: Record<string, unknown>[] = [];
   if (fetched) {
     volumes.push(
@@ -317,11 +326,12 @@ export function desiredStatefulSet(
   capsule: Capsule,
   opts: CapsuleWorkloadOptions,
   bindings: Readonly<Record<string, string>> = {},
+  nats?: NatsPodUser,
 ): KubeObject {
   const name = capsule.metadata.name;
   const spec = capsule.spec;
   const labels = podLabels(name);
-  const parts = capsulePodParts(capsule, bindings, opts);
+  const parts = capsulePodParts(capsule, bindings, opts, nats);
   const sidecarEnv = [...parts.sidecarEnv];
   if (spec.mode) sidecarEnv.push({ name: "ASTRID_MODE", value: spec.mode });
   const probe = (path: string) => ({
@@ -358,7 +368,12 @@ export function desiredStatefulSet(
       template: {
         metadata: {
           labels,
-          annotations: { [CONFIG_HASH_ANNOTATION]: configHash(capsule, bindings) },
+          annotations: {
+            [CONFIG_HASH_ANNOTATION]: configHash(capsule, bindings),
+            // A re-issued user (new permissions) must reach the pods: the sidecar reads its
+            // creds once, and the replaced user is revoked.
+            ...(nats ? { [NATS_USER_ANNOTATION]: nats.user } : {}),
+          },
         },
         spec: {
           // Capsule pods never talk to the API server; a mounted token would only be loot.
@@ -471,10 +486,11 @@ export function desiredChildren(
   netRules: readonly NetRule[],
   opts: CapsuleWorkloadOptions,
   bindings: Readonly<Record<string, string>> = {},
+  nats?: NatsPodUser,
 ): CapsuleChildren {
   return {
     configMap: desiredManifestConfigMap(capsule),
-    statefulSet: desiredStatefulSet(capsule, opts, bindings),
+    statefulSet: desiredStatefulSet(capsule, opts, bindings, nats),
     networkPolicy: desiredNetworkPolicy(capsule, netRules, opts),
   };
 }

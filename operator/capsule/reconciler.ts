@@ -17,6 +17,9 @@ import { parseManifest } from "../../core/manifest/parse.js";
 import type { Capsule } from "../api/capsule.js";
 import type { Condition } from "../api/common.js";
 import type { IssuerStore } from "../identity/issuer.js";
+import { type NatsPodUser, natsSecretName } from "../nats/names.js";
+import { capsuleNatsPermissions } from "../nats/permissions.js";
+import type { NatsUsers } from "../nats/user-secret.js";
 import type { Informer } from "../runtime/cache.js";
 import type { Client } from "../runtime/client.js";
 import { isSubset } from "../runtime/client.js";
@@ -27,9 +30,11 @@ import { ConfigMaps, type KubeObject, type ResourceType } from "../runtime/rest.
 import type { WorkQueue } from "../runtime/workqueue.js";
 import {
   type CapsuleWorkloadOptions,
+  capsuleOwnerRef,
   desiredChildren,
   envProblem,
   packageSource,
+  podLabels,
 } from "./desired.js";
 import type { CapsuleIdentities } from "./identity-secret.js";
 import { Capsules, NetworkPolicies, StatefulSets } from "./resources.js";
@@ -43,12 +48,18 @@ export interface CapsuleReconcilerOptions extends CapsuleWorkloadOptions {
   /** Creates each capsule's `<name>-identity` Secret before its pods need it. */
   identities: CapsuleIdentities;
   /**
-   * Cleanup that owner references cannot do (e.g. revoking a per-capsule NATS user, which is
-   * not issued yet), run once when the Capsule is deleted, before the finalizer is removed.
+   * Cleanup that owner references cannot do, run once when the Capsule is deleted, before the
+   * finalizer is removed (after the NATS user's revocation, when natsUsers is set).
    * Must be idempotent: a reconcile working from a cache that has not yet seen the finalizer
    * go runs it again.
    */
   cleanup?: (capsule: Capsule) => Promise<void>;
+  /**
+   * Per-capsule NATS users (decentralized auth). Absent: sidecars connect as the bus URL
+   * allows, status.natsUser stays unset. Present: each Capsule gets a user whose permissions
+   * are its manifest's ACL, in Secret `<capsule>-nats`, revoked when the Capsule is deleted.
+   */
+  natsUsers?: NatsUsers;
   /** Key names of a Secret `spec.env` refers to (secretKeysFrom(rest)). */
   secretKeys: SecretKeys;
   /** Re-check unresolved imports this often as a safety net. Default 30 s. */
@@ -251,8 +262,18 @@ export function capsuleReconciler(
 
     if (capsule.metadata.deletionTimestamp) {
       if (!finalizers.includes(FINALIZER)) return undefined;
-      // The identity Secret and the other children go with their owner reference; the
-      // NATS user is not issued yet, so there is nothing else to undo.
+      // The Secrets and the other children go with their owner reference, but a NATS user's
+      // JWT stays valid wherever its `.creds` were copied to until the account revokes it.
+      const uid = capsule.metadata.uid;
+      if (opts.natsUsers && typeof uid === "string") {
+        const known = capsule.status?.natsUser;
+        await opts.natsUsers.revoke(
+          namespace ?? "",
+          natsSecretName(name),
+          uid,
+          known ? [known] : [],
+        );
+      }
       await opts.cleanup?.(capsule);
       opts.identities.forget(capsule);
       // Applying without the finalizer drops it: server-side apply removes what this field
@@ -357,8 +378,19 @@ export function capsuleReconciler(
     // ContainerCreating: the namespace's trust ConfigMap and the capsule's identity Secret.
     await opts.issuers.ensure(namespace ?? "");
     await opts.identities.ensure(capsule);
+    let nats: NatsPodUser | undefined;
+    if (opts.natsUsers) {
+      nats = await opts.natsUsers.ensure({
+        namespace: namespace ?? "",
+        secretName: natsSecretName(name),
+        userName: name,
+        permissions: capsuleNatsPermissions(manifest, name),
+        owner: capsuleOwnerRef(capsule),
+        labels: podLabels(name),
+      });
+    }
     const bindings = refs.ok ? refs.bindings : {};
-    const children = desiredChildren(capsule, manifest.capabilities.net, opts, bindings);
+    const children = desiredChildren(capsule, manifest.capabilities.net, opts, bindings, nats);
     await applyIfChanged(client, ConfigMaps, children.configMap);
     await applyIfChanged(client, StatefulSets, children.statefulSet);
     await applyIfChanged(client, NetworkPolicies, children.networkPolicy);
@@ -407,7 +439,11 @@ export function capsuleReconciler(
               },
         readyCond,
       ],
-      { replicas: stsStatus.replicas ?? 0, readyReplicas: ready },
+      {
+        replicas: stsStatus.replicas ?? 0,
+        readyReplicas: ready,
+        ...(nats ? { natsUser: nats.user } : {}),
+      },
     );
     if (missingSecrets.length > 0) return { requeueAfter: opts.missingSecretRequeueMs ?? 10_000 };
     return refs.ok ? undefined : { requeueAfter: opts.unresolvedRequeueMs ?? 30_000 };

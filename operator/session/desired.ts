@@ -61,7 +61,7 @@ export interface SessionCapsule {
 
 type Session = Pick<AgentSession, "apiVersion" | "kind" | "metadata" | "spec">;
 
-function ownerRef(session: Session): OwnerReference {
+export function sessionOwnerRef(session: Session): OwnerReference {
   const uid = session.metadata.uid;
   if (typeof uid !== "string" || uid === "")
     throw new Error(`AgentSession ${session.metadata.name} must have metadata.uid`);
@@ -90,7 +90,7 @@ function meta(session: Session, name: string): KubeObject["metadata"] {
     name,
     namespace: session.metadata.namespace,
     labels: sessionLabels(session),
-    ownerReferences: [ownerRef(session)],
+    ownerReferences: [sessionOwnerRef(session)],
   };
 }
 

@@ -11,6 +11,7 @@
  */
 import { ManifestError } from "../../core/manifest/errors.js";
 import { GraphError } from "../../core/manifest/graph.js";
+import type { Manifest } from "../../core/manifest/index.js";
 import { usdToMicro } from "../../core/manifest/money.js";
 import { parseManifest } from "../../core/manifest/parse.js";
 import type { IssuerKey } from "../../core/security/tokens/keys.js";
@@ -20,6 +21,9 @@ import type { Approval } from "../api/approval.js";
 import type { Capsule } from "../api/capsule.js";
 import type { Condition } from "../api/common.js";
 import { Capsules } from "../capsule/resources.js";
+import type { NatsPodUser } from "../nats/names.js";
+import { sessionNatsSecretName, sessionNatsUserSpec } from "../nats/session-user.js";
+import type { NatsUsers } from "../nats/user-secret.js";
 import type { Informer } from "../runtime/cache.js";
 import { type Client, isSubset } from "../runtime/client.js";
 import type { Result } from "../runtime/controller.js";
@@ -44,6 +48,7 @@ import {
   type SessionCapsule,
   type SessionPodInput,
   type SessionWorkloadOptions,
+  sessionOwnerRef,
   sessionPodName,
   sessionTokenClaims,
   TOKEN_EXPIRES_ANNOTATION,
@@ -62,8 +67,17 @@ export interface SessionReconcilerOptions extends SessionWorkloadOptions {
   /** The namespace's token issuer (operator/identity/issuer.ts IssuerStore). */
   issuer: { ensure(namespace: string): Promise<IssuerKey> };
   revoker: TokenRevoker;
-  /** The orchestrator's pod parts: capsulePodParts(capsule, bindings, capsule options). */
-  podParts: (capsule: Capsule, bindings: Readonly<Record<string, string>>) => PodParts;
+  /** The orchestrator's pod parts: capsulePodParts(capsule, bindings, capsule options, user). */
+  podParts: (
+    capsule: Capsule,
+    bindings: Readonly<Record<string, string>>,
+    natsUser?: NatsPodUser,
+  ) => PodParts;
+  /**
+   * Issues the session pod its own NATS user (operator/nats), revoked when the session is
+   * deleted. Absent when the operator runs without NATS account keys.
+   */
+  natsUsers?: Pick<NatsUsers, "ensure" | "revoke">;
   /** The orchestrator's own container for an image package: capsuleContainer(capsule). */
   capsuleContainer?: (capsule: Capsule) => Record<string, unknown> | undefined;
   /** For what the cache cannot answer for sure: creating the token Secret, reading it at deletion. */
@@ -244,6 +258,11 @@ export function sessionReconciler(
         const exp = Number(secret?.metadata?.annotations?.[TOKEN_EXPIRES_ANNOTATION]) || 0;
         try {
           await opts.revoker.revoke(jti, exp);
+          await opts.natsUsers?.revoke(
+            ns,
+            sessionNatsSecretName(name),
+            String(session.metadata.uid ?? ""),
+          );
         } catch (err) {
           const keep = (["Accepted", "Ready", "Running", "Succeeded", "Failed"] as const)
             .map(current)
@@ -364,8 +383,22 @@ export function sessionReconciler(
       const orchestrator = capsules.find((c) => c.name === session.spec.orchestrator)
         ?.obj as Capsule;
       let parts: PodParts;
+      // Its own user, scoped to the orchestrator's ACL plus this session's prompt subject: a
+      // compromised session pod can reach no more of the bus than its capsule may.
+      const natsUser = opts.natsUsers
+        ? await opts.natsUsers.ensure(
+            sessionNatsUserSpec(
+              { name, namespace: ns, owner: sessionOwnerRef(session) },
+              {
+                name: orchestrator.metadata.name,
+                manifest: parsed.find((p) => p.name === orchestrator.metadata.name)
+                  ?.manifest as Manifest,
+              },
+            ),
+          )
+        : undefined;
       try {
-        parts = opts.podParts(orchestrator, bindings);
+        parts = opts.podParts(orchestrator, bindings, natsUser);
       } catch (err) {
         // A package the pod could never fetch or run: say so instead of a crash-looping pod.
         return notAcceptedStatus("UnsupportedPackage", (err as Error).message);

@@ -1,14 +1,14 @@
 /**
  * The cluster shape on one machine, without Docker: a real etcd + kube-apiserver +
  * kube-controller-manager (StatefulSets, garbage collection), a real nats-server with
- * JetStream, the kubelet harness running the project's image `astrid/astrid` as local
+ * JetStream and JWT auth (per-capsule users issued by the operator), the kubelet harness running the project's image `astrid/astrid` as local
  * processes (node in the repository, where scripts/setup.sh built dist/), a package server
  * handing out `.capsule` archives built by astrid-build, and `astrid-operator` as a process —
  * the same bundle and environment the Helm chart runs. Used by test/cluster-e2e.test.ts and
  * `make cluster-demo`.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
@@ -16,6 +16,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
+import { Algorithms, encodeUser, fmtCreds } from "@nats-io/jwt";
+import { createUser } from "@nats-io/nkeys";
+import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import { startOperatorModeNats } from "../../operator/nats/test-support.js";
 import { KubeRest } from "../../operator/runtime/rest.js";
 import {
   type ControlPlaneHandle,
@@ -23,7 +27,7 @@ import {
   startControlPlane,
 } from "../harness/control-plane.js";
 import { type Kubelet, startKubelet } from "../harness/kubelet.js";
-import { freePort, type NatsServerHandle, startNatsServer } from "../harness/nats-server.js";
+import { freePort, type NatsServerHandle } from "../harness/nats-server.js";
 
 const run = promisify(execFile);
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -59,6 +63,8 @@ export interface ClusterRig {
   kubectl(args: readonly string[], stdin?: string): Promise<KubectlResult>;
   /** The operator's output so far (for failure messages). */
   operatorLog(): string;
+  /** A NATS connection as the account's admin (the server runs with JWT auth). */
+  natsConnect(): Promise<NatsConnection>;
   stop(): Promise<void>;
 }
 
@@ -132,15 +138,45 @@ export async function startClusterRig(opts: RigOptions = {}): Promise<ClusterRig
   };
   try {
     await ensureFreshBundles(log);
-    log("starting etcd, kube-apiserver, kube-controller-manager and nats-server");
-    const [cp, nats] = await Promise.all([
+    log("starting etcd, kube-apiserver, kube-controller-manager and nats-server (JWT auth)");
+    const [cp, opNats] = await Promise.all([
       startControlPlane({ controllerManager: true }),
-      startNatsServer(),
+      startOperatorModeNats(),
     ]);
+    const nats = opNats.server;
     stops.push(
       () => cp.stop(),
       () => nats.stop(),
     );
+    // NATS in operator mode, as a production install: every client needs a user JWT. The
+    // operator gets the account's signing key to issue one per capsule and session pod, and
+    // the operator signing key + a system user to revoke them; it and the test connect as an
+    // account admin.
+    const admin = createUser();
+    const adminCreds = fmtCreds(
+      await encodeUser("astrid-admin", admin, opNats.account, {}, { algorithm: Algorithms.v2 }),
+      admin,
+    );
+    const secretFile = (name: string, content: string | Uint8Array) => {
+      const f = path.join(work, name);
+      writeFileSync(f, content, { mode: 0o600 });
+      return f;
+    };
+    const natsEnv = {
+      ASTRID_BUS_CREDS_FILE: secretFile("admin.creds", adminCreds),
+      ASTRID_NATS_ACCOUNT: opNats.account.getPublicKey(),
+      ASTRID_NATS_ACCOUNT_SEED_FILE: secretFile(
+        "account.seed",
+        opNats.seedOf(opNats.accountSigningKey),
+      ),
+      ASTRID_NATS_OPERATOR_SEED_FILE: secretFile(
+        "operator.seed",
+        opNats.seedOf(opNats.operatorSigningKey),
+      ),
+      ASTRID_NATS_SYSTEM_CREDS_FILE: secretFile("system.creds", opNats.systemCreds),
+    };
+    const natsConnect = () =>
+      connect({ servers: nats.url, authenticator: credsAuthenticator(adminCreds) });
     const kc = new KubeConfig();
     kc.loadFromFile(cp.kubeconfigPath);
     const rest = new KubeRest(kc);
@@ -224,6 +260,7 @@ export async function startClusterRig(opts: RigOptions = {}): Promise<ClusterRig
           ASTRID_LEADER_ELECTION: "false",
           ASTRID_HTTP_PORT: String(operatorMetricsPort),
           ASTRID_LOG_LEVEL: "info",
+          ...natsEnv,
         },
         stdio: ["ignore", "pipe", "pipe"],
       },
@@ -262,6 +299,7 @@ export async function startClusterRig(opts: RigOptions = {}): Promise<ClusterRig
       buildPackage,
       kubectl,
       operatorLog: () => opLog,
+      natsConnect,
       stop: stopAll,
     };
   } catch (err) {

@@ -1,4 +1,7 @@
 import net from "node:net";
+import { Algorithms, encodeAccount, encodeOperator } from "@nats-io/jwt";
+import { createAccount, createOperator } from "@nats-io/nkeys";
+import { connect } from "@nats-io/transport-node";
 import { afterAll, describe, expect, it } from "vitest";
 import { type NatsServerHandle, startNatsServer } from "./nats-server.js";
 
@@ -31,5 +34,33 @@ describe("nats-server harness", () => {
     await expect(startNatsServer({ config: "this is { not valid" })).rejects.toThrow(
       /nats-server exited/,
     );
+  });
+
+  it("runs in operator mode: a client without a user JWT is refused", async () => {
+    const operator = createOperator();
+    const system = createAccount();
+    const v2 = { algorithm: Algorithms.v2 };
+    const operatorJwt = await encodeOperator(
+      "o",
+      operator,
+      { system_account: system.getPublicKey() },
+      v2,
+    );
+    const systemJwt = await encodeAccount("SYS", system, {}, { ...v2, signer: operator });
+    const op = await startNatsServer({
+      jetstream: false,
+      operator: {
+        operatorJwt,
+        systemAccount: system.getPublicKey(),
+        accounts: { [system.getPublicKey()]: systemJwt },
+      },
+    });
+    try {
+      await expect(connect({ servers: op.url, maxReconnectAttempts: 0 })).rejects.toThrow(
+        /Authorization Violation/i,
+      );
+    } finally {
+      await op.dispose();
+    }
   });
 });

@@ -15,6 +15,35 @@ export interface NatsServerOptions {
   jetstream?: boolean;
   /** Largest message payload the server accepts; NATS' default is 1 MiB. */
   maxPayload?: number;
+  /** Decentralized (JWT) auth: the server trusts this operator and nothing else. */
+  operator?: NatsOperatorMode;
+}
+
+export interface NatsOperatorMode {
+  /** The operator JWT the server trusts. */
+  operatorJwt: string;
+  /** Public key of the system account (its JWT must be among `accounts`). */
+  systemAccount: string;
+  /**
+   * Account JWTs by public key, preloaded into the full nats-based resolver (stored under
+   * the server's directory), which then accepts signed `$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE`.
+   */
+  accounts: Readonly<Record<string, string>>;
+}
+
+function operatorConfig(dir: string, mode: NatsOperatorMode): string {
+  const operatorPath = path.join(dir, "operator.jwt");
+  writeFileSync(operatorPath, mode.operatorJwt);
+  // JSON strings are valid nats-server config values, so keys and JWTs cannot break out.
+  const preload = Object.entries(mode.accounts)
+    .map(([key, jwt]) => `  ${JSON.stringify(key)}: ${JSON.stringify(jwt)}`)
+    .join("\n");
+  return [
+    `operator: ${JSON.stringify(operatorPath)}`,
+    `system_account: ${JSON.stringify(mode.systemAccount)}`,
+    `resolver: { type: full, dir: ${JSON.stringify(path.join(dir, "jwt"))}, allow_delete: false }`,
+    `resolver_preload: {\n${preload}\n}`,
+  ].join("\n");
 }
 
 export interface NatsServerHandle {
@@ -74,6 +103,7 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
     `port: ${port}`,
     `max_payload: ${opts.maxPayload ?? 1024 * 1024}`,
     opts.jetstream === false ? "" : `jetstream { store_dir: "${path.join(dir, "js")}" }`,
+    opts.operator ? operatorConfig(dir, opts.operator) : "",
     opts.config ?? "",
   ];
   writeFileSync(confPath, `${lines.join("\n")}\n`);
