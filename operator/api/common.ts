@@ -120,3 +120,31 @@ export const objectMetaSchema = z
     annotations: z.record(z.string(), z.string()).optional(),
   })
   .loose();
+
+/** A condition as a reconciler decides it; times and generation are filled in by withTimes. */
+export interface ConditionInput<T extends string = string> {
+  type: T;
+  status: Condition["status"];
+  reason: string;
+  message: string;
+}
+
+/**
+ * The conditions to write: each stamped with the object's generation, and keeping its
+ * lastTransitionTime when the status did not change, so a re-reconcile writes nothing.
+ */
+export function withTimes(
+  wanted: readonly ConditionInput[],
+  current: readonly Condition[],
+  generation: number,
+  now: string,
+): Condition[] {
+  return wanted.map((c) => {
+    const prev = current.find((p) => p.type === c.type);
+    return {
+      ...c,
+      observedGeneration: generation,
+      lastTransitionTime: prev && prev.status === c.status ? prev.lastTransitionTime : now,
+    };
+  });
+}

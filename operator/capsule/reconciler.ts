@@ -15,7 +15,11 @@ import {
 import type { Manifest } from "../../core/manifest/index.js";
 import { parseManifest } from "../../core/manifest/parse.js";
 import type { Capsule } from "../api/capsule.js";
-import type { Condition } from "../api/common.js";
+import {
+  type Condition,
+  type ConditionInput as GenericConditionInput,
+  withTimes,
+} from "../api/common.js";
 import type { IssuerStore } from "../identity/issuer.js";
 import { type NatsPodUser, natsSecretName } from "../nats/names.js";
 import { capsuleNatsPermissions } from "../nats/permissions.js";
@@ -71,31 +75,8 @@ export interface CapsuleReconcilerOptions extends CapsuleWorkloadOptions {
 }
 
 type ConditionType = "Accepted" | "ResolvedRefs" | "Ready";
-type Status = Condition["status"];
 
-interface ConditionInput {
-  type: ConditionType;
-  status: Status;
-  reason: string;
-  message: string;
-}
-
-/** Keeps lastTransitionTime when the status did not change, so a re-reconcile writes nothing. */
-function withTimes(
-  wanted: ConditionInput[],
-  current: readonly Condition[],
-  generation: number,
-  now: string,
-): Condition[] {
-  return wanted.map((c) => {
-    const prev = current.find((p) => p.type === c.type);
-    return {
-      ...c,
-      observedGeneration: generation,
-      lastTransitionTime: prev && prev.status === c.status ? prev.lastTransitionTime : now,
-    };
-  });
-}
+type ConditionInput = GenericConditionInput<ConditionType>;
 
 /** Only the exporting side of a manifest: another capsule's own imports are not our concern. */
 function asExporter(m: GraphCapsule): GraphCapsule {

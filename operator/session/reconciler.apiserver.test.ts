@@ -487,8 +487,10 @@ describe.skipIf(!built)("AgentSession reconciler on a real API server and NATS",
       },
     });
     await sessionWhere("ghostly", "pendingApprovals=1", (s) => s.status?.pendingApprovals === 1);
-    expect(await registry.metrics()).toContain(
-      `astrid_session_pending_approvals{namespace="${NS}",session="ghostly"} 1`,
+    // The gauge is set right after the status write, in the same reconcile.
+    const gauge = `astrid_session_pending_approvals{namespace="${NS}",session="ghostly"} 1`;
+    await waitFor("the pending-approvals gauge", async () =>
+      (await registry.metrics()).includes(gauge),
     );
     await rest.request("PATCH", resourcePath(Approvals, NS, "ghostly-q1"), {
       contentType: "application/merge-patch+json",

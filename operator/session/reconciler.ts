@@ -19,7 +19,11 @@ import { mintToken, newJti } from "../../core/security/tokens/mint.js";
 import type { AgentSession } from "../api/agentsession.js";
 import type { Approval } from "../api/approval.js";
 import type { Capsule } from "../api/capsule.js";
-import type { Condition } from "../api/common.js";
+import {
+  type Condition,
+  type ConditionInput as GenericConditionInput,
+  withTimes,
+} from "../api/common.js";
 import { Capsules } from "../capsule/resources.js";
 import type { NatsPodUser } from "../nats/names.js";
 import { sessionNatsSecretName, sessionNatsUserSpec } from "../nats/session-user.js";
@@ -88,31 +92,10 @@ export interface SessionReconcilerOptions extends SessionWorkloadOptions {
 
 type ConditionType = "Accepted" | "Ready" | "Running" | "Succeeded" | "Failed" | "TokenRevoked";
 
-interface ConditionInput {
-  type: ConditionType;
-  status: Condition["status"];
-  reason: string;
-  message: string;
-}
+type ConditionInput = GenericConditionInput<ConditionType>;
 
 type SessionObject = AgentSession & KubeObject;
 type Status = NonNullable<AgentSession["status"]>;
-
-function withTimes(
-  wanted: ConditionInput[],
-  current: readonly Condition[],
-  generation: number,
-  now: string,
-): Condition[] {
-  return wanted.map((c) => {
-    const prev = current.find((p) => p.type === c.type);
-    return {
-      ...c,
-      observedGeneration: generation,
-      lastTransitionTime: prev && prev.status === c.status ? prev.lastTransitionTime : now,
-    };
-  });
-}
 
 function conditionOf(obj: KubeObject | undefined, type: string): Condition | undefined {
   const conds = (obj?.status as { conditions?: Condition[] } | undefined)?.conditions ?? [];
