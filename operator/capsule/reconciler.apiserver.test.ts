@@ -339,6 +339,48 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
     expect(condition(accepted, "Accepted")?.reason).toBe("Accepted");
   });
 
+  it("is not Ready until the capsules it imports are", async () => {
+    // Plays the StatefulSet controller + kubelet: marks a capsule's pods ready.
+    const podsReady = async (name: string) => {
+      const sts = await waitFor(`StatefulSet ${name}`, () => get(StatefulSets, name));
+      await rest.request("PATCH", `${resourcePath(StatefulSets, NS, name)}/status`, {
+        contentType: "application/merge-patch+json",
+        body: {
+          status: {
+            replicas: 1,
+            readyReplicas: 1,
+            availableReplicas: 1,
+            observedGeneration: sts?.metadata?.generation,
+          },
+        },
+      });
+    };
+    const readyOf = async (name: string) => condition(await get(Capsules, name), "Ready");
+    await putCapsule("embedder", manifest("embedder", '\n[exports.astrid]\nembed = "1.0.0"\n'), {
+      wasmRef: PKG("embedder"),
+    });
+    await putCapsule("front", manifest("front", '\n[imports.astrid]\nembed = "^1.0.0"\n'), {
+      wasmRef: PKG("front"),
+    });
+    await podsReady("front");
+    const waiting = await waitFor("front ImportsNotReady", async () => {
+      const r = await readyOf("front");
+      return r?.reason === "ImportsNotReady" ? r : undefined;
+    });
+    expect(waiting).toMatchObject({
+      status: "False",
+      message: "imports not ready: astrid.embed → embedder",
+    });
+    // The exporter turning Ready is what wakes its importer.
+    await podsReady("embedder");
+    await waitFor("embedder Ready", async () => (await readyOf("embedder"))?.status === "True");
+    const ready = await waitFor("front Ready", async () => {
+      const r = await readyOf("front");
+      return r?.status === "True" ? r : undefined;
+    });
+    expect(ready.reason).toBe("WorkloadReady");
+  });
+
   it("says which Secret spec.env misses, and recovers when it appears", async () => {
     const text = manifest("keyed", '[env.API_KEY]\ntype = "secret"\ndescription = "key"\n');
     await rest.request<Obj>("PATCH", resourcePath(Capsules, NS, "keyed"), {

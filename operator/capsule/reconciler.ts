@@ -177,7 +177,9 @@ export function watchCapsules(
   informers.capsules.addEventHandler({
     onAdd: (obj) => wake(obj),
     onUpdate: (a, b) => {
-      if (exportingPart(a) !== exportingPart(b)) wake(b, a);
+      // An exporter turning Ready (or not) changes its importers' Ready.
+      const readyMoved = condition(a, "Ready")?.status !== condition(b, "Ready")?.status;
+      if (exportingPart(a) !== exportingPart(b) || readyMoved) wake(b, a);
       else if (reconciledPart(a) !== reconciledPart(b)) queue.add(objectKey(b));
     },
     onDelete: (obj) => wake(obj),
@@ -384,22 +386,39 @@ export function capsuleReconciler(
     const ready = stsStatus.readyReplicas ?? 0;
     const want = capsule.spec.replicas;
     const secretsMsg = missingSecrets.join("; ");
+    // A capsule whose imports cannot answer cannot either: Ready waits for every exporter it
+    // is bound to (the graph has no cycles, so this cannot wait on itself).
+    const importsNotReady = Object.entries(bindings)
+      .filter(([, exporter]) => {
+        const e = client.get(Capsules, namespace, exporter);
+        return !e || condition(e, "Ready")?.status !== "True";
+      })
+      .map(([iface, exporter]) => `${iface} → ${exporter}`);
     const readyCond: ConditionInput =
       missingSecrets.length > 0 && ready < want
         ? { type: "Ready", status: "False", reason: "SecretNotFound", message: secretsMsg }
-        : ready >= want
-          ? {
-              type: "Ready",
-              status: "True",
-              reason: want === 0 ? "ScaledToZero" : "WorkloadReady",
-              message: `${ready}/${want} replicas ready`,
-            }
-          : {
-              type: "Ready",
-              status: "False",
-              reason: "WorkloadNotReady",
-              message: `${ready}/${want} replicas ready`,
-            };
+        : !refs.ok
+          ? { type: "Ready", status: "False", reason: "ImportsNotResolved", message: refs.message }
+          : importsNotReady.length > 0 && ready >= want
+            ? {
+                type: "Ready",
+                status: "False",
+                reason: "ImportsNotReady",
+                message: `imports not ready: ${importsNotReady.join(", ")}`,
+              }
+            : ready >= want
+              ? {
+                  type: "Ready",
+                  status: "True",
+                  reason: want === 0 ? "ScaledToZero" : "WorkloadReady",
+                  message: `${ready}/${want} replicas ready`,
+                }
+              : {
+                  type: "Ready",
+                  status: "False",
+                  reason: "WorkloadNotReady",
+                  message: `${ready}/${want} replicas ready`,
+                };
     await writeStatus(
       [
         { type: "Accepted", status: "True", reason: "Accepted", message: "the manifest is valid" },
