@@ -17,6 +17,7 @@ import type { Capsule } from "../api/capsule.js";
 import { ISSUER_PEM, REVOCATION_BUCKET, TRUST_CONFIGMAP, TRUST_DIR } from "../identity/issuer.js";
 import { KEY_PEM } from "../identity/key-secret.js";
 import { NATS_CREDS_KEY, NATS_DIR, NATS_USER_ANNOTATION, type NatsPodUser } from "../nats/names.js";
+import { controllerRef } from "../runtime/owner.js";
 import type { KubeObject, OwnerReference } from "../runtime/rest.js";
 
 export const CONFIG_HASH_ANNOTATION = "astrid.dev/config-hash";
@@ -79,17 +80,7 @@ export function podLabels(capsule: string): Record<string, string> {
 }
 
 export function capsuleOwnerRef(capsule: Capsule): OwnerReference {
-  const uid = capsule.metadata.uid;
-  if (typeof uid !== "string" || uid === "")
-    throw new Error(`Capsule ${capsule.metadata.name} must have metadata.uid`);
-  return {
-    apiVersion: capsule.apiVersion,
-    kind: "Capsule",
-    name: capsule.metadata.name,
-    uid,
-    controller: true,
-    blockOwnerDeletion: true,
-  };
+  return controllerRef(capsule);
 }
 
 function meta(capsule: Capsule, name: string): KubeObject["metadata"] {

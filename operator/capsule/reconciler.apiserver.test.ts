@@ -18,7 +18,7 @@ import { IssuerStore } from "../identity/issuer.js";
 import { Controller } from "../runtime/controller.js";
 import { Manager } from "../runtime/manager.js";
 import { ConfigMaps, type KubeObject, KubeRest, resourcePath, Secrets } from "../runtime/rest.js";
-import { createNamespace, kubeConfigFor, waitFor } from "../runtime/test-support.js";
+import { createNamespace, installCrds, kubeConfigFor, waitFor } from "../runtime/test-support.js";
 import { WorkQueue } from "../runtime/workqueue.js";
 import { CONFIG_HASH_ANNOTATION, UNENFORCED_HOSTS_ANNOTATION } from "./desired.js";
 import { CapsuleIdentities } from "./identity-secret.js";
@@ -83,24 +83,7 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
     cp = await startControlPlane();
     rest = new KubeRest(kubeConfigFor(cp));
     await createNamespace(rest, NS);
-    for (const file of ["capsule", "agentsession", "approval"]) {
-      const crd = parse(readFileSync(repo(`crds/${file}.yaml`), "utf8")) as Obj;
-      await rest.request(
-        "PATCH",
-        `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata?.name}`,
-        {
-          contentType: "application/apply-patch+yaml",
-          query: { fieldManager: "test-user", force: true },
-          body: crd,
-        },
-      );
-    }
-    await waitFor("Capsule kind served", () =>
-      rest
-        .request("GET", resourcePath(Capsules, NS))
-        .then(() => true)
-        .catch(() => false),
-    );
+    await installCrds(rest, NS);
 
     manager = new Manager({ kubeConfig: kubeConfigFor(cp), informerDefaults: { namespace: NS } });
     // Counts writes that reach the API server: only this shows a reconcile skipped a write.

@@ -4,11 +4,9 @@
  * exactly its manifest's ACL; the Secret is made once and kept across reconciles; an ACL
  * change issues a new user and revokes the old; deleting the Capsule revokes its user.
  */
-import { readFileSync } from "node:fs";
 import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parse } from "yaml";
 import {
   type ControlPlaneHandle,
   controlPlaneToolsBuilt,
@@ -22,7 +20,7 @@ import { IssuerStore } from "../identity/issuer.js";
 import { Controller } from "../runtime/controller.js";
 import { Manager } from "../runtime/manager.js";
 import { ConfigMaps, type KubeObject, KubeRest, resourcePath, Secrets } from "../runtime/rest.js";
-import { createNamespace, kubeConfigFor, waitFor } from "../runtime/test-support.js";
+import { createNamespace, installCrds, kubeConfigFor, waitFor } from "../runtime/test-support.js";
 import { WorkQueue } from "../runtime/workqueue.js";
 import { NatsAccountRevoker } from "./account-revoker.js";
 import { NATS_CREDS_KEY, NATS_PERMISSIONS_ANNOTATION, NATS_USER_ANNOTATION } from "./names.js";
@@ -31,7 +29,6 @@ import { accountSigner, issueNatsUser } from "./user-jwt.js";
 import { NatsUsers } from "./user-secret.js";
 
 const built = controlPlaneToolsBuilt();
-const repo = (p: string) => new URL(`../../${p}`, import.meta.url);
 const NS = "nats-users";
 const DIGEST = `sha256:${"a".repeat(64)}`;
 
@@ -119,22 +116,7 @@ describe.skipIf(!built)(
       cp = await startControlPlane();
       rest = new KubeRest(kubeConfigFor(cp));
       await createNamespace(rest, NS);
-      const crd = parse(readFileSync(repo("crds/capsule.yaml"), "utf8")) as Obj;
-      await rest.request(
-        "PATCH",
-        `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata?.name}`,
-        {
-          contentType: "application/apply-patch+yaml",
-          query: { fieldManager: "test-user", force: true },
-          body: crd,
-        },
-      );
-      await waitFor("Capsule kind served", () =>
-        rest
-          .request("GET", resourcePath(Capsules, NS))
-          .then(() => true)
-          .catch(() => false),
-      );
+      await installCrds(rest, NS);
       manager = new Manager({ kubeConfig: kubeConfigFor(cp), informerDefaults: { namespace: NS } });
       natsUsers = new NatsUsers(
         manager.rest,

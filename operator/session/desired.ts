@@ -20,6 +20,7 @@ import {
   RESTRICTED_CONTAINER,
   SIDECAR_ARGS,
 } from "../capsule/desired.js";
+import { controllerRef } from "../runtime/owner.js";
 import type { KubeObject, OwnerReference } from "../runtime/rest.js";
 
 export const SESSION_LABEL = "astrid.dev/session";
@@ -62,17 +63,7 @@ export interface SessionCapsule {
 type Session = Pick<AgentSession, "apiVersion" | "kind" | "metadata" | "spec">;
 
 export function sessionOwnerRef(session: Session): OwnerReference {
-  const uid = session.metadata.uid;
-  if (typeof uid !== "string" || uid === "")
-    throw new Error(`AgentSession ${session.metadata.name} must have metadata.uid`);
-  return {
-    apiVersion: session.apiVersion,
-    kind: "AgentSession",
-    name: session.metadata.name,
-    uid,
-    controller: true,
-    blockOwnerDeletion: true,
-  };
+  return controllerRef(session);
 }
 
 /**
