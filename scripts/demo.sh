@@ -37,6 +37,9 @@ echo "== astrid capsule tree"
 astrid capsule tree
 echo "== cd workspace && astrid -p \"When is the launch?\" --yes --print-session"
 cd "$ws"
-astrid -p "When is the launch?" --yes --print-session
-echo "== astrid audit verify"
-astrid audit verify
+astrid -p "When is the launch?" --yes --print-session 2> "$root/stderr"
+cat "$root/stderr" >&2
+session=$(tail -1 "$root/stderr")
+# This session's chains (the daemon may already be preparing the next session beside it).
+echo "== astrid audit verify \$ASTRID_HOME/sessions/$session"
+astrid audit verify "$ASTRID_HOME/sessions/$session"
