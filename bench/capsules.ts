@@ -389,7 +389,7 @@ class InstantWorldHost extends RecordingHost {
 }
 
 /** react + replay + a trivial tool, each under its sidecar, with the audit chains under `root`. */
-async function reactWorld(root: string) {
+async function reactWorld(root: string, auditSync?: AuditSyncOption) {
   // The replay provider plays line N to a request holding N assistant messages: three
   // read_file calls, then the answer.
   const transcript = Array.from({ length: STEPS }, (_, i) =>
@@ -406,7 +406,7 @@ async function reactWorld(root: string) {
     `${transcript.join("\n")}\n`,
   );
   writeFileSync(path.join(root, "a.md"), "a\n");
-  const w = await world(root);
+  const w = await world(root, auditSync);
   await w.start(path.resolve("capsules/replay"), {});
   await w.start(path.resolve("test/fixtures/react/react-tools"), {});
   await w.start(
@@ -435,6 +435,11 @@ async function reactSuite(): Promise<void> {
   const worlds = [];
   for (const r of roots) worlds.push(await reactWorld(r));
   const [disk, tmpfs] = worlds;
+  // The same on disk with the opt-in audit.sync = interval (acknowledged once written).
+  const intervalRoot = mkdtempSync(path.join(os.tmpdir(), "astrid-bench-react-interval-"));
+  roots.push(intervalRoot);
+  const interval = await reactWorld(intervalRoot, { sync: "interval", intervalMs: 10 });
+  worlds.push(interval);
   const reactJs = await inQuickJs("react", "capsules/react/main.js");
   const instant = new InstantWorldHost();
   const oneStepRequest = {
@@ -478,6 +483,37 @@ async function reactSuite(): Promise<void> {
           ),
       },
       { name: TURN, fn: disk!.turn },
+      {
+        name: "replay provider call alone, audit sync=interval",
+        fn: () =>
+          interval.w.call(
+            "llm.v1.chat.replay",
+            "llm.chat.request",
+            oneStepRequest,
+            "llm.chat.response",
+          ),
+      },
+      {
+        name: "read_file tool call alone, audit sync=interval",
+        fn: () =>
+          interval.w.call(
+            "tool.v1.execute.read_file",
+            "tool.execute.request",
+            { callId: "c", tool: "read_file", arguments: { path: "cwd://a.md" } },
+            "tool.result",
+          ),
+      },
+      {
+        name: "tool describe alone, audit sync=interval",
+        fn: () =>
+          interval.w.call(
+            "tool.v1.describe.react-tools",
+            "tool.describe.request",
+            {},
+            "tool.describe.response",
+          ),
+      },
+      { name: `${TURN}, audit sync=interval`, baseline: TURN, fn: interval.turn },
       ...(tmpfs ? [{ name: `${TURN}, audit on tmpfs`, baseline: TURN, fn: tmpfs.turn }] : []),
       {
         name: `${TURN}, react alone in QuickJS (instant host)`,
@@ -488,15 +524,21 @@ async function reactSuite(): Promise<void> {
         },
       },
     ]);
-    const turnUs = p50(rows, TURN);
-    const model = p50(rows, "replay provider call alone (bus + sidecar)");
-    const tool = p50(rows, "read_file tool call alone (bus + sidecar)");
-    const describe = p50(rows, "tool describe alone (bus + sidecar)");
-    const overhead = (turnUs - STEPS * model - (STEPS - 1) * tool - describe) / STEPS;
     const guest = p50(rows, `${TURN}, react alone in QuickJS (instant host)`) / STEPS;
-    console.log(
-      `\nReAct overhead per step (p50): (${turnUs.toFixed(0)} turn − ${STEPS}×${model.toFixed(0)} model − ${STEPS - 1}×${tool.toFixed(0)} tool − ${describe.toFixed(0)} describe) / ${STEPS} = ${overhead.toFixed(0)} µs, of which react's own work in QuickJS ${guest.toFixed(0)} µs (goal < 2000 µs)\n`,
-    );
+    const overheadOf = (label: string, turnRow: string, suffix: string) => {
+      const turnUs = p50(rows, turnRow);
+      const model = p50(rows, `replay provider call alone${suffix}`);
+      const tool = p50(rows, `read_file tool call alone${suffix}`);
+      const describe = p50(rows, `tool describe alone${suffix}`);
+      const overhead = (turnUs - STEPS * model - (STEPS - 1) * tool - describe) / STEPS;
+      console.log(
+        `ReAct overhead per step, ${label} (p50): (${turnUs.toFixed(0)} turn − ${STEPS}×${model.toFixed(0)} model − ${STEPS - 1}×${tool.toFixed(0)} tool − ${describe.toFixed(0)} describe) / ${STEPS} = ${overhead.toFixed(0)} µs, of which react's own work in QuickJS ${guest.toFixed(0)} µs (goal < 2000 µs)`,
+      );
+    };
+    console.log("");
+    overheadOf("audit sync=always", TURN, " (bus + sidecar)");
+    overheadOf("audit sync=interval", `${TURN}, audit sync=interval`, ", audit sync=interval");
+    console.log("");
   } finally {
     await reactJs.stop();
     for (const x of worlds) await x.w.close();
