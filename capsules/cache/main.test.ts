@@ -146,9 +146,16 @@ describe("cache key", () => {
       key({ messages: [{ role: "user", content: "q" }], model: "m", stopSequences: ["x"] }),
     ]);
     expect(new Set([base, ...variants]).size).toBe(6);
+    const small = (await call("cacheKey", {
+      request: { temperature: 0, messages: [] },
+      downstream: "d",
+    })) as { key: string; canonical: string };
+    expect(small.canonical).toBe('{"downstream":"d","messages":[],"temperature":0}');
+    // The host's sys.sha256 and the portable JS one agree (the same key either way).
+    expect(small.key).toBe(createHash("sha256").update(small.canonical).digest("hex"));
     expect(
-      await call("cacheKey", { request: { temperature: 0, messages: [] }, downstream: "d" }),
-    ).toMatchObject({ canonical: '{"downstream":"d","messages":[],"temperature":0}' });
+      await engine.invoke("sha256Hex", [...Buffer.from(small.canonical)], ctx, new RecordingHost()),
+    ).toBe(small.key);
   });
 });
 

@@ -141,6 +141,8 @@ export const HOST_LIMITS = {
   maxSleepMs: 60_000,
   maxProcessOutputBytes: 1024 * 1024,
   maxKvValueBytes: 1024 * 1024,
+  /** Largest text sha256 hashes in one call. */
+  maxHashBytes: 16 * 1024 * 1024,
 } as const;
 
 export interface HostApi {
@@ -151,6 +153,11 @@ export interface HostApi {
   secret(name: string): Promise<string>;
   /** Waits `ms` (capped by maxSleepMs and the deadline): the guest has no timers of its own. */
   sleep(ms: number): Promise<void>;
+  /**
+   * Lowercase hex SHA-256 of `text`'s UTF-8 bytes. Pure computation, so no layer is asked;
+   * an interpreter hashes ~1 µs a byte, the host's native code ~1 ns (a cache keys on it).
+   */
+  sha256(text: string): string;
   /**
    * Publishes an `llm.delta` (seq numbered by the host) to the stream inbox the caller named in
    * its request. Resolves false when the request named none (streaming is then a no-op).

@@ -44,6 +44,7 @@ import {
   type SpawnResult,
   type StreamDelta,
 } from "../abi/host.js";
+import { hostSha256 } from "../abi/sha256.js";
 import { type CapsuleBus, IpcDeniedError } from "./capsule-bus.js";
 import type { DecisionLog } from "./decision-log.js";
 import type { KvStore } from "./kv.js";
@@ -179,6 +180,10 @@ export class EnforcedHost implements HostApi {
 
   clockNow(): number {
     return Date.now();
+  }
+
+  sha256(text: string): string {
+    return hostSha256(text);
   }
 
   config(key: string): string | undefined {

@@ -36,6 +36,7 @@ const OPS = {
   "sys.config": op(z.object({ key: str }), (h, a) => h.config(a.key) ?? null),
   "sys.secret": op(z.object({ name: str }), (h, a) => h.secret(a.name)),
   "sys.sleep": op(z.object({ ms: timeout }), (h, a) => h.sleep(a.ms)),
+  "sys.sha256": op(z.object({ text: str }), (h, a) => h.sha256(a.text)),
   "sys.stream-delta": op(
     z.strictObject({
       text: str.optional(),
@@ -110,6 +111,7 @@ export const HOST_OP_OF_METHOD: Readonly<Record<keyof HostApi, HostOpName>> = {
   config: "sys.config",
   secret: "sys.secret",
   sleep: "sys.sleep",
+  sha256: "sys.sha256",
   streamDelta: "sys.stream-delta",
   ipcPublish: "ipc.publish",
   ipcRequest: "ipc.request",
@@ -139,6 +141,7 @@ export const SYNC_HOST_OPS: ReadonlySet<string> = new Set([
   "sys.log",
   "sys.clock-now",
   "sys.config",
+  "sys.sha256",
 ]);
 
 export const HOST_OP_NAMES: readonly HostOpName[] = Object.keys(OPS) as HostOpName[];

@@ -92,6 +92,7 @@ export const QUICKJS_PRELUDE = `(() => {
       config: (key) => callSync("sys.config", { key }),
       secret: (name) => call("sys.secret", { name }),
       sleep: (ms) => call("sys.sleep", { ms }),
+      sha256: (text) => callSync("sys.sha256", { text }),
       streamDelta: (delta) => call("sys.stream-delta", delta),
     },
     ipc: {
