@@ -152,7 +152,14 @@ export async function assembleSidecar(o: AssembleOptions): Promise<AssembledSide
     let l = ledgers.get(session);
     if (!l) {
       l = limits
-        ? BudgetLedger.open({ dir: path.join(o.stateDir, "budget"), session, limits })
+        ? BudgetLedger.open({
+            dir: path.join(o.stateDir, "budget"),
+            session,
+            limits,
+            // One durability setting for all decision records: the audit chain's and the
+            // budget journal's (each reserve and settle is fsync'd unless interval is chosen).
+            ...(o.auditSync?.sync === "interval" ? { sync: "interval" as const } : {}),
+          })
         : Promise.resolve(undefined);
       ledgers.set(session, l);
     }

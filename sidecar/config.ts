@@ -76,7 +76,7 @@ export const SidecarConfigSchema = z
           .enum(AUDIT_SYNC_MODES)
           .default("always")
           .describe(
-            "`always`: a decision counts once fdatasync-ed; `interval`: once written, synced within `audit.syncIntervalMs` (see docs/security.md).",
+            "`always`: a decision (audit entry, budget record) counts once fdatasync-ed; `interval`: once written, synced within `audit.syncIntervalMs` (see docs/security.md).",
           ),
         syncIntervalMs: z
           .number()

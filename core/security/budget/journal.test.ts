@@ -3,7 +3,8 @@ import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { deny } from "../decision.js";
-import { BudgetJournal, BudgetJournalError, journalPath } from "./journal.js";
+import type { JournalSync } from "./journal.js";
+import { BudgetJournal, BudgetJournalError, INTERVAL_SYNC_MS, journalPath } from "./journal.js";
 import { BudgetLedger } from "./ledger.js";
 
 const limits = {
@@ -19,7 +20,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const open = (sync: "each" | "group" = "each") =>
+const open = (sync: JournalSync = "each") =>
   BudgetLedger.open({ dir, session: "sess-1", limits, sync });
 const file = () => journalPath(dir, "sess-1");
 
@@ -51,7 +52,7 @@ describe("budget journal persistence", () => {
     await again.close();
   });
 
-  it.each(["each", "group"] as const)(
+  it.each(["each", "group", "interval"] as const)(
     "concurrent reservations with fsync=%s never pass the limit, before or after a restart",
     async (sync) => {
       const l = await open(sync);
@@ -69,6 +70,19 @@ describe("budget journal persistence", () => {
       await again.close();
     },
   );
+
+  it("in interval mode, a record is in the file when its call returns, before any fsync", async () => {
+    const l = await open("interval");
+    const r = await l.reserve({ tokens: 0, microUsd: 5_000, operation: "op" });
+    expect(r.ok).toBe(true);
+    // Written (a killed process cannot take it back); the fsync follows within the interval.
+    expect((await readFile(file(), "utf8")).trimEnd().split("\n")).toHaveLength(1);
+    await new Promise((res) => setTimeout(res, INTERVAL_SYNC_MS * 3));
+    await l.close();
+    const again = await open("interval");
+    expect(again.snapshot().reservedMicroUsd).toBe(5_000);
+    await again.close();
+  });
 
   it("tolerates and reports a torn last line, treating its reservation as still pending", async () => {
     const l = await open();

@@ -35,8 +35,16 @@ export const journalRecordSchema = z.discriminatedUnion("t", [
 
 export type JournalRecord = z.output<typeof journalRecordSchema>;
 
-/** "each": one write + fsync per record. "group": records queued during a flush share one. */
-export type JournalSync = "each" | "group";
+/**
+ * "each": one write + fsync per record. "group": records queued during a flush share one.
+ * "interval" (the sidecar's opt-in `audit.sync = interval`): a record counts once written —
+ * it survives the process being killed, only a host crash can lose it — and one fsync follows
+ * within INTERVAL_SYNC_MS; a failed fsync refuses every later record, as a failed write does.
+ */
+export type JournalSync = "each" | "group" | "interval";
+
+/** How long a written record may wait for its fsync in "interval" mode. */
+export const INTERVAL_SYNC_MS = 10;
 
 export interface TornTail {
   /** 1-based line number of the dropped line. */
@@ -70,6 +78,9 @@ interface Pending {
 export class BudgetJournal {
   private readonly queue: Pending[] = [];
   private flushing = false;
+  /** "interval" mode: the pending background fsync, if one is due. */
+  private syncTimer: NodeJS.Timeout | null = null;
+  private syncing: Promise<void> | null = null;
   private closed = false;
   /** After a failed write the file's tail is unknown; every later append is refused. */
   private failure: Error | null = null;
@@ -110,7 +121,7 @@ export class BudgetJournal {
     return { journal: new BudgetJournal(file, fh, sync), records, tornTail };
   }
 
-  /** Resolves once the record is on disk (fsync returned). */
+  /** Resolves once the record is on disk (fsync returned; written, in "interval" mode). */
   append(record: JournalRecord): Promise<void> {
     if (this.closed)
       return Promise.reject(new BudgetJournalError(`budget journal ${this.file} is closed`));
@@ -126,13 +137,39 @@ export class BudgetJournal {
     if (this.closed) return;
     this.closed = true;
     while (this.flushing) await new Promise((r) => setImmediate(r));
+    // Whatever was acknowledged without its fsync goes to disk before the file is let go.
+    if (this.syncTimer) {
+      clearTimeout(this.syncTimer);
+      this.syncTimer = null;
+      this.syncing = this.backgroundSync();
+    }
+    await this.syncing;
     await this.fh.close();
+  }
+
+  /** "interval" mode: one fsync for everything written since the last. */
+  private scheduleSync(): void {
+    if (this.syncTimer || this.closed) return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = null;
+      this.syncing = this.backgroundSync();
+    }, INTERVAL_SYNC_MS);
+  }
+
+  private async backgroundSync(): Promise<void> {
+    try {
+      await this.fh.sync();
+    } catch (e) {
+      // Records were acknowledged on the strength of this fsync: from now on nothing more is
+      // accepted (and never retried: a second fsync can report success after data was lost).
+      this.failure ??= e instanceof Error ? e : new Error(String(e));
+    }
   }
 
   private async flush(): Promise<void> {
     this.flushing = true;
     while (this.queue.length > 0) {
-      const batch = this.sync === "group" ? this.queue.splice(0) : this.queue.splice(0, 1);
+      const batch = this.sync === "each" ? this.queue.splice(0, 1) : this.queue.splice(0);
       try {
         const buf = batch.length === 1 ? batch[0]!.bytes : Buffer.concat(batch.map((p) => p.bytes));
         let off = 0;
@@ -140,7 +177,8 @@ export class BudgetJournal {
           const { bytesWritten } = await this.fh.write(buf, off, buf.length - off);
           off += bytesWritten;
         }
-        await this.fh.sync();
+        if (this.sync === "interval") this.scheduleSync();
+        else await this.fh.sync();
         for (const p of batch) p.resolve();
       } catch (e) {
         this.failure = e instanceof Error ? e : new Error(String(e));
