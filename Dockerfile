@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
 # One image, several entrypoints: the operator (default) and the capsule sidecar.
 #
-#   docker build -t ghcr.io/astrid-dev/astrid:0.1.0 .
-#   docker run --rm ghcr.io/astrid-dev/astrid:0.1.0                           # operator
-#   docker run --rm ghcr.io/astrid-dev/astrid:0.1.0 dist/astrid-sidecar.js --help  # sidecar
+#   docker build -t registry.example.com/astrid/astrid:0.1.0 .
+#   docker run --rm registry.example.com/astrid/astrid:0.1.0                           # operator
+#   docker run --rm registry.example.com/astrid/astrid:0.1.0 dist/astrid-sidecar.js --help  # sidecar
 #
 # The base is pinned to a Node line and Debian release, never `latest`, so a rebuild
 # cannot silently move to another major version of the runtime.

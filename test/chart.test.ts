@@ -253,7 +253,7 @@ describe("helm template: defaults", () => {
       capabilities: { drop: ["ALL"] },
       seccompProfile: { type: "RuntimeDefault" },
     });
-    expect(c.image).toBe("ghcr.io/astrid-dev/astrid:0.1.0");
+    expect(c.image).toBe("registry.example.com/astrid/astrid:0.1.0");
     expect(c.args).toEqual(["dist/astrid-operator.js"]);
     expect(c.ports).toEqual([{ name: "metrics", containerPort: 9464, protocol: "TCP" }]);
     expect(c.livenessProbe.httpGet).toEqual({ path: "/healthz", port: "metrics" });
@@ -435,7 +435,7 @@ describe("helm template: options", () => {
     const digest = `sha256:${"a".repeat(64)}`;
     const c = only(render([`image.digest=${digest}`]), "Deployment").spec.template.spec
       .containers[0];
-    expect(c.image).toBe(`ghcr.io/astrid-dev/astrid@${digest}`);
+    expect(c.image).toBe(`registry.example.com/astrid/astrid@${digest}`);
   });
 });
 

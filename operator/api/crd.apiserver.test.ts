@@ -253,7 +253,7 @@ describe.skipIf(!toolsBuilt)("astrid.dev CRDs on a real API server", () => {
     const two = await create(
       "Capsule",
       variant("capsule-fs.yaml", "two-artefacts", (s) => {
-        s.package.image = "ghcr.io/astrid-dev/fs:0.1.0";
+        s.package.image = "registry.example.com/astrid/fs:0.1.0";
       }),
     );
     expect(two.status).toBe(422);

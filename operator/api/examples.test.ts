@@ -66,7 +66,7 @@ describe("examples/", () => {
 describe("schema rules a client sees before sending", () => {
   it("refuses both artefacts and neither", () => {
     const both = edited("capsule-fs.yaml", (s) => {
-      (s.package as Record<string, unknown>).image = "ghcr.io/astrid-dev/fs:0.1.0";
+      (s.package as Record<string, unknown>).image = "registry.example.com/astrid/fs:0.1.0";
     });
     expect(issues(capsuleSchema, both)).toEqual([
       "spec.package: exactly one of package.image or package.wasmRef must be set",

@@ -31,7 +31,7 @@ module = "main.js"
 `;
 
 const DIGEST = `sha256:${"a".repeat(64)}`;
-const opts = { sidecarImage: "ghcr.io/astrid-dev/astrid:1.0.0", busUrl: "nats://nats.nats:4222" };
+const opts = { sidecarImage: "registry.example.com/astrid/astrid:1.0.0", busUrl: "nats://nats.nats:4222" };
 
 function capsule(over: Partial<Capsule["spec"]> = {}): Capsule {
   return {
@@ -40,7 +40,7 @@ function capsule(over: Partial<Capsule["spec"]> = {}): Capsule {
     metadata: { name: "web", namespace: "ns", uid: "uid-1" },
     spec: {
       manifest: WEB_MANIFEST,
-      package: { image: "ghcr.io/x/web:1", digest: DIGEST },
+      package: { image: "registry.example.com/x/web:1", digest: DIGEST },
       replicas: 1,
       ...over,
     },
@@ -85,7 +85,7 @@ describe("desiredStatefulSet", () => {
   const sts = desiredStatefulSet(capsule({ mode: "guided" }), opts) as Obj;
 
   it("runs the pinned capsule image and the sidecar, both restricted", () => {
-    expect(container(sts, "capsule")?.image).toBe(`ghcr.io/x/web:1@${DIGEST}`);
+    expect(container(sts, "capsule")?.image).toBe(`registry.example.com/x/web:1@${DIGEST}`);
     for (const name of ["capsule", "sidecar"]) {
       expect(container(sts, name)?.securityContext).toEqual({
         runAsNonRoot: true,
@@ -294,9 +294,9 @@ describe("a package fetched from wasmRef", () => {
   });
 
   it("must be an http(s) URL: anything else is refused before a pod is built", () => {
-    const oci = capsule({ package: { wasmRef: "oci://ghcr.io/x/web:1", digest: DIGEST } });
+    const oci = capsule({ package: { wasmRef: "oci://registry.example.com/x/web:1", digest: DIGEST } });
     const message =
-      'package.wasmRef "oci://ghcr.io/x/web:1": expected an http(s) URL of a .capsule archive (made by astrid-build); OCI references and other schemes are not fetched yet';
+      'package.wasmRef "oci://registry.example.com/x/web:1": expected an http(s) URL of a .capsule archive (made by astrid-build); OCI references and other schemes are not fetched yet';
     expect(packageSource(oci)).toEqual({ kind: "unsupported", message });
     expect(() => desiredStatefulSet(oci, opts)).toThrow(`Capsule web: ${message}`);
     expect(() => capsulePodParts(oci, {}, opts)).toThrow(`Capsule web: ${message}`);
@@ -364,7 +364,7 @@ describe("config hash", () => {
     );
     expect(
       hashOf(
-        capsule({ package: { image: "ghcr.io/x/web:1", digest: `sha256:${"b".repeat(64)}` } }),
+        capsule({ package: { image: "registry.example.com/x/web:1", digest: `sha256:${"b".repeat(64)}` } }),
       ),
     ).not.toBe(hashOf(capsule()));
   });

@@ -36,7 +36,7 @@ const repo = (p: string) => new URL(`../../${p}`, import.meta.url);
 const NS = "astrid-demo";
 const DIGEST = `sha256:${"a".repeat(64)}`;
 const PKG = (name: string) => `https://pkg.example/capsules/${name}-1.0.0.capsule`;
-const opts = { sidecarImage: "ghcr.io/astrid-dev/astrid:1.0.0", busUrl: "nats://nats.nats:4222" };
+const opts = { sidecarImage: "registry.example.com/astrid/astrid:1.0.0", busUrl: "nats://nats.nats:4222" };
 
 type Condition = { type: string; status: string; reason: string; message: string };
 // biome-ignore lint/suspicious/noExplicitAny: the tests read deep into API objects
@@ -447,7 +447,7 @@ describe.skipIf(!built)("Capsule reconciler on a real API server", () => {
         "web",
         '\n[imports.astrid]\nllm = "^1.0.0"\n\n[capabilities]\nnet = ["https://10.1.2.3:443", "https://api.example.com:443"]\n',
       ),
-      { image: "ghcr.io/x/web:1" },
+      { image: "registry.example.com/x/web:1" },
     );
     const web = await waitFor("ResolvedRefs=False", async () => {
       const c = await get(Capsules, "web");

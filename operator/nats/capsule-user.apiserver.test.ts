@@ -136,7 +136,7 @@ describe.skipIf(!built)(
         queue,
       );
       const reconcile = capsuleReconciler(manager.client, {
-        sidecarImage: "ghcr.io/astrid-dev/astrid:1.0.0",
+        sidecarImage: "registry.example.com/astrid/astrid:1.0.0",
         busUrl: nats.server.url,
         issuers: new IssuerStore(manager.rest),
         identities: new CapsuleIdentities(manager.rest),
