@@ -31,7 +31,10 @@ module = "main.js"
 `;
 
 const DIGEST = `sha256:${"a".repeat(64)}`;
-const opts = { sidecarImage: "registry.example.com/astrid/astrid:1.0.0", busUrl: "nats://nats.nats:4222" };
+const opts = {
+  sidecarImage: "registry.example.com/astrid/astrid:1.0.0",
+  busUrl: "nats://nats.nats:4222",
+};
 
 function capsule(over: Partial<Capsule["spec"]> = {}): Capsule {
   return {
@@ -294,7 +297,9 @@ describe("a package fetched from wasmRef", () => {
   });
 
   it("must be an http(s) URL: anything else is refused before a pod is built", () => {
-    const oci = capsule({ package: { wasmRef: "oci://registry.example.com/x/web:1", digest: DIGEST } });
+    const oci = capsule({
+      package: { wasmRef: "oci://registry.example.com/x/web:1", digest: DIGEST },
+    });
     const message =
       'package.wasmRef "oci://registry.example.com/x/web:1": expected an http(s) URL of a .capsule archive (made by astrid-build); OCI references and other schemes are not fetched yet';
     expect(packageSource(oci)).toEqual({ kind: "unsupported", message });
@@ -364,7 +369,9 @@ describe("config hash", () => {
     );
     expect(
       hashOf(
-        capsule({ package: { image: "registry.example.com/x/web:1", digest: `sha256:${"b".repeat(64)}` } }),
+        capsule({
+          package: { image: "registry.example.com/x/web:1", digest: `sha256:${"b".repeat(64)}` },
+        }),
       ),
     ).not.toBe(hashOf(capsule()));
   });

@@ -36,7 +36,10 @@ const repo = (p: string) => new URL(`../../${p}`, import.meta.url);
 const NS = "astrid-demo";
 const DIGEST = `sha256:${"a".repeat(64)}`;
 const PKG = (name: string) => `https://pkg.example/capsules/${name}-1.0.0.capsule`;
-const opts = { sidecarImage: "registry.example.com/astrid/astrid:1.0.0", busUrl: "nats://nats.nats:4222" };
+const opts = {
+  sidecarImage: "registry.example.com/astrid/astrid:1.0.0",
+  busUrl: "nats://nats.nats:4222",
+};
 
 type Condition = { type: string; status: string; reason: string; message: string };
 // biome-ignore lint/suspicious/noExplicitAny: the tests read deep into API objects
