@@ -1,185 +1,63 @@
-/**
- * The ollama provider capsule end to end: the QuickJS guest in capsules/ollama under a real
- * sidecar on a real nats-server with its own NATS user, called over the bus with a capability
- * token the way an orchestrator calls it, talking to a test double of Ollama's /api/chat that
- * speaks the real NDJSON wire format (fixtures/providers). The manifest is a test copy whose
- * only difference is the `net` grant (any loopback port instead of 11434).
- *
- * What is shown: the request mapping (roles, tool calls by name, options); deltas reach the
- * caller's stream inbox in seq order before the reply; usage with cost 0; whole tool calls
- * given ids; each failure an `error` reply with a clear message and code.
- */
-import { generateKeyPairSync } from "node:crypto";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import os from "node:os";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AuditKeyring, verifyChain } from "../core/audit/index.js";
-import type { Bus, BusMessage } from "../core/bus/bus.js";
-import { connectNatsBus } from "../core/bus/nats.js";
 import { loadManifest, parseManifest } from "../core/manifest/index.js";
-import { decode, encode } from "../core/protocol/envelope.js";
 import type { LlmChatRequest, LlmDelta } from "../core/protocol/messages.js";
-import { streamInbox } from "../core/protocol/topics.js";
-import { IpcAcl } from "../core/security/acl/ipc-acl.js";
-import { natsAuthorizationConfig, natsUserConfig } from "../core/security/acl/nats-permissions.js";
-import { generateIssuerKey, TrustedKeys } from "../core/security/tokens/keys.js";
-import { mintToken } from "../core/security/tokens/mint.js";
-import { MemoryRevocationSet } from "../core/security/tokens/revocation/memory-revocation-set.js";
-import { TokenVerifier } from "../core/security/tokens/verifier.js";
-import { type AssembledSidecar, assembleSidecar } from "../sidecar/assemble.js";
-import { sidecarNatsPermissions } from "../sidecar/nats-user.js";
 import {
   OLLAMA_TEXT,
   OLLAMA_USAGE,
   type OllamaFake,
   startOllamaFake,
 } from "./fixtures/providers/ollama-server.js";
-import { type NatsServerHandle, startNatsServer } from "./harness/nats-server.js";
+import { type ProviderRig, startProviderRig } from "./fixtures/providers/provider-rig.js";
 
 const DIR = path.resolve("capsules/ollama");
 const NAME = "ollama";
 const TEST_MANIFEST = path.resolve("test/fixtures/providers/ollama.Capsule.toml");
-const issuer = generateIssuerKey();
-const identity = generateKeyPairSync("ed25519").privateKey;
-const PASSWORD = "pw";
-interface Rig {
-  nats: NatsServerHandle;
-  root: string;
-  fake: OllamaFake;
-  buses: Bus[];
-  caller: Bus;
-  sidecar: AssembledSidecar;
-}
-let rig: Rig;
-
-interface Outcome {
-  kind: string;
-  body: Record<string, unknown>;
-  deltas: LlmDelta[];
-  deltasBeforeReply: number;
-}
-
-async function chat(body: Omit<LlmChatRequest, "stream">): Promise<Outcome> {
-  const deltas: LlmDelta[] = [];
-  const inbox = streamInbox("_INBOX.caller");
-  const sub = rig.caller.subscribe(inbox, (m: BusMessage) => {
-    const env = decode(m.data, { checkDeadline: false });
-    expect(env.kind).toBe("llm.delta");
-    deltas.push(env.body as LlmDelta);
-  });
-  try {
-    const wire = encode(
-      "llm.chat.request",
-      { ...body, stream: inbox },
-      { session: "s1", principal: "user:alice", capsule: "orchestrator" },
-      { timeoutMs: 20_000 },
-    );
-    const token = await mintToken(
-      {
-        sub: "user:alice",
-        res: ["topic:llm.v1.chat.*"],
-        perm: ["publish"],
-        exp: Math.floor(Date.now() / 1000) + 600,
-      },
-      issuer,
-    );
-    const reply = await rig.caller.request(`llm.v1.chat.${NAME}`, wire, {
-      timeoutMs: 20_000,
-      headers: { "astrid-token": token },
-    });
-    const deltasBeforeReply = deltas.length;
-    const env = decode(reply.data, { checkDeadline: false });
-    return { kind: env.kind, body: env.body as Record<string, unknown>, deltas, deltasBeforeReply };
-  } finally {
-    sub.unsubscribe();
-  }
-}
+let fake: OllamaFake;
+let rig: ProviderRig;
+const chat = (body: Omit<LlmChatRequest, "stream">) => rig.chat(NAME, body);
 
 const user = (text: string) => ({ role: "user" as const, content: text });
 const textOfDeltas = (deltas: LlmDelta[]) => deltas.map((d) => d.text ?? "").join("");
 
 beforeAll(async () => {
-  const root = mkdtempSync(path.join(os.tmpdir(), "astrid-ollama-"));
-  const workspace = path.join(root, "ws");
-  mkdirSync(workspace, { recursive: true });
-  const fake = await startOllamaFake();
-  const manifest = parseManifest(readFileSync(TEST_MANIFEST, "utf8"), TEST_MANIFEST);
-  const acl = new IpcAcl(
-    { publish: manifest.capabilities.ipc_publish, subscribe: manifest.capabilities.ipc_subscribe },
-    { capsuleId: NAME },
-  );
-  const nats = await startNatsServer({
-    config: natsAuthorizationConfig([
-      natsUserConfig(NAME, PASSWORD, sidecarNatsPermissions(acl, NAME)),
-      natsUserConfig("caller", PASSWORD, {
-        publish: { allow: ["llm.v1.chat.*"] },
-        subscribe: { allow: ["_INBOX.caller.>"] },
-      }),
-    ]),
+  fake = await startOllamaFake();
+  rig = await startProviderRig({
+    tmpPrefix: "astrid-ollama-",
+    providers: [
+      {
+        name: NAME,
+        dir: DIR,
+        manifest: parseManifest(readFileSync(TEST_MANIFEST, "utf8"), TEST_MANIFEST),
+        env: {
+          OLLAMA_BASE_URL: fake.url,
+          OLLAMA_MODEL: "fake-plain",
+          OLLAMA_MAX_ATTEMPTS: "3",
+          OLLAMA_RETRY_BASE_MS: "5",
+        },
+      },
+    ],
   });
-  const connect = (u: string) =>
-    connectNatsBus({
-      servers: nats.url,
-      user: u,
-      pass: PASSWORD,
-      inboxPrefix: `_INBOX.${u}`,
-      onError: () => {},
-    });
-  const caller = await connect("caller");
-  const bus = await connect(NAME);
-  const sidecar = await assembleSidecar({
-    packageDir: DIR,
-    manifest,
-    bus,
-    auditDir: path.join(root, "audit"),
-    identity: { key: identity, keyId: "ollama-test" },
-    tokens: new TokenVerifier({
-      keys: new TrustedKeys([issuer.publicKey]),
-      revocations: new MemoryRevocationSet(),
-    }),
-    requireCallerToken: true,
-    mode: "autonomous",
-    workspace,
-    home: root,
-    stateDir: path.join(root, "state"),
-    env: {
-      OLLAMA_BASE_URL: fake.url,
-      OLLAMA_MODEL: "fake-plain",
-      OLLAMA_MAX_ATTEMPTS: "3",
-      OLLAMA_RETRY_BASE_MS: "5",
-    },
-    logger: () => {},
-  });
-  // The handler's subscription must reach the server before the first request, or that request
-  // finds no responder.
-  await bus.flush();
-  rig = { nats, root, fake, buses: [caller, bus], caller, sidecar };
 }, 60_000);
 
 afterAll(async () => {
-  if (!rig) return;
-  await rig.sidecar.close();
-  for (const b of rig.buses) await b.close();
-  await rig.fake.close();
-  await rig.nats.dispose();
-  rmSync(rig.root, { recursive: true, force: true });
+  await rig?.close();
+  await fake?.close();
 });
 
 describe("ollama capsule", () => {
   // react sends temperature 0 so the cache may store its steps: a falsy 0 must reach the wire,
   // not be dropped (the server's default temperature is not deterministic).
   it("passes temperature 0 through to the wire", async () => {
-    const before = rig.fake.requests.length;
+    const before = fake.requests.length;
     const r = await chat({ model: "fake-plain", messages: [user("hi")], temperature: 0 });
     expect(r.kind, JSON.stringify(r.body)).toBe("llm.chat.response");
-    expect((rig.fake.requests[before]!.body.options as { temperature?: unknown }).temperature).toBe(
-      0,
-    );
+    expect((fake.requests[before]!.body.options as { temperature?: unknown }).temperature).toBe(0);
   });
 
   it("maps the request to /api/chat and streams the text back in order", async () => {
-    const before = rig.fake.requests.length;
+    const before = fake.requests.length;
     const r = await chat({
       model: "fake-plain",
       messages: [
@@ -213,7 +91,7 @@ describe("ollama capsule", () => {
       stopSequences: ["END"],
     });
     expect(r.kind, JSON.stringify(r.body)).toBe("llm.chat.response");
-    expect(rig.fake.requests[before]!.body).toEqual({
+    expect(fake.requests[before]!.body).toEqual({
       model: "fake-plain",
       messages: [
         { role: "system", content: "Be brief." },
@@ -256,9 +134,9 @@ describe("ollama capsule", () => {
   });
 
   it("uses OLLAMA_MODEL when the request names no model", async () => {
-    const before = rig.fake.requests.length;
+    const before = fake.requests.length;
     const r = await chat({ messages: [user("hi")] });
-    expect(rig.fake.requests[before]!.body.model).toBe("fake-plain");
+    expect(fake.requests[before]!.body.model).toBe("fake-plain");
     expect(r.body.model).toBe("fake-plain");
   });
 
@@ -292,16 +170,16 @@ describe("ollama capsule", () => {
   });
 
   it("retries a 429 after its retry-after, then answers", async () => {
-    const before = rig.fake.hits("rate-limited");
+    const before = fake.hits("rate-limited");
     const r = await chat({ model: "fake-rate-limited", messages: [user("hi")] });
-    expect(rig.fake.hits("rate-limited") - before).toBe(2);
+    expect(fake.hits("rate-limited") - before).toBe(2);
     expect(r.body.content).toEqual([{ type: "text", text: OLLAMA_TEXT.join("") }]);
   });
 
   it("gives up on 503 after the configured attempts with the server's error", async () => {
-    const before = rig.fake.hits("unavailable");
+    const before = fake.hits("unavailable");
     const r = await chat({ model: "fake-unavailable", messages: [user("hi")] });
-    expect(rig.fake.hits("unavailable") - before).toBe(3);
+    expect(fake.hits("unavailable") - before).toBe(3);
     expect(r.body).toEqual({
       code: "unavailable",
       message:
@@ -371,16 +249,7 @@ describe("ollama capsule", () => {
   });
 
   it("left an audit chain that verifies, with the stream inbox and http stream recorded", async () => {
-    const dir = path.join(rig.root, "audit");
-    const v = await verifyChain(dir, new AuditKeyring([["ollama-test", identity]]));
-    expect(v.ok, v.ok ? "" : v.error.message).toBe(true);
-    const actions = readdirSync(dir)
-      .filter((f) => f.endsWith(".jsonl"))
-      .flatMap((f) => readFileSync(path.join(dir, f), "utf8").split("\n"))
-      .filter((l) => l.length > 0)
-      .map((l) => JSON.parse(l))
-      .filter((e) => e.type === "entry")
-      .map((e) => `${e.action} ${e.decision}`);
+    const actions = await rig.auditActions(NAME);
     expect(actions).toContain("llm.stream allow");
     expect(actions).toContain("net.http-open allow");
   });

@@ -1,36 +1,7 @@
-/**
- * The openai-compatible provider capsule end to end: the QuickJS guest in capsules/
- * openai-compatible under a real sidecar on a real nats-server with its own NATS user, called
- * over the bus with a capability token the way an orchestrator calls it, talking to a test
- * double of Chat Completions that speaks the real SSE wire format (fixtures/providers).
- *
- * The shipped manifest is used as is: it grants loopback only, which is where the fake listens.
- *
- * What is shown: the request mapping (roles, tool calls and results, tools, options); deltas
- * reach the caller's stream inbox in seq order before the reply; usage and integer cost;
- * parallel tool calls assembled from index-keyed fragments; each failure an `error` reply
- * with a clear message and code.
- */
-import { generateKeyPairSync } from "node:crypto";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AuditKeyring, verifyChain } from "../core/audit/index.js";
-import type { Bus, BusMessage } from "../core/bus/bus.js";
-import { connectNatsBus } from "../core/bus/nats.js";
 import { loadManifest } from "../core/manifest/index.js";
-import { decode, encode } from "../core/protocol/envelope.js";
 import type { LlmChatRequest, LlmDelta } from "../core/protocol/messages.js";
-import { streamInbox } from "../core/protocol/topics.js";
-import { IpcAcl } from "../core/security/acl/ipc-acl.js";
-import { natsAuthorizationConfig, natsUserConfig } from "../core/security/acl/nats-permissions.js";
-import { generateIssuerKey, TrustedKeys } from "../core/security/tokens/keys.js";
-import { mintToken } from "../core/security/tokens/mint.js";
-import { MemoryRevocationSet } from "../core/security/tokens/revocation/memory-revocation-set.js";
-import { TokenVerifier } from "../core/security/tokens/verifier.js";
-import { type AssembledSidecar, assembleSidecar } from "../sidecar/assemble.js";
-import { sidecarNatsPermissions } from "../sidecar/nats-user.js";
 import {
   OPENAI_TEXT,
   OPENAI_TOOL_ARGS,
@@ -38,13 +9,10 @@ import {
   type OpenAiFake,
   startOpenAiFake,
 } from "./fixtures/providers/openai-server.js";
-import { type NatsServerHandle, startNatsServer } from "./harness/nats-server.js";
+import { type ProviderRig, startProviderRig } from "./fixtures/providers/provider-rig.js";
 
 const DIR = path.resolve("capsules/openai-compatible");
 const NAME = "openai-compatible";
-const issuer = generateIssuerKey();
-const identity = generateKeyPairSync("ed25519").privateKey;
-const PASSWORD = "pw";
 const API_KEY = "sk-test-openai-key";
 /** µUSD per million tokens; "*" prices the error scenarios, which never reach a usage chunk. */
 const PRICES = {
@@ -54,122 +22,41 @@ const PRICES = {
 };
 
 interface Rig {
-  nats: NatsServerHandle;
-  root: string;
   fake: OpenAiFake;
-  buses: Bus[];
-  caller: Bus;
-  sidecar: AssembledSidecar;
+  capsule: ProviderRig;
 }
 let rig: Rig;
 
-interface Outcome {
-  kind: string;
-  body: Record<string, unknown>;
-  deltas: LlmDelta[];
-  deltasBeforeReply: number;
-}
-
-async function chat(body: Omit<LlmChatRequest, "stream">, on: Rig = rig): Promise<Outcome> {
-  const deltas: LlmDelta[] = [];
-  const inbox = streamInbox("_INBOX.caller");
-  const sub = on.caller.subscribe(inbox, (m: BusMessage) => {
-    const env = decode(m.data, { checkDeadline: false });
-    expect(env.kind).toBe("llm.delta");
-    deltas.push(env.body as LlmDelta);
-  });
-  try {
-    const wire = encode(
-      "llm.chat.request",
-      { ...body, stream: inbox },
-      { session: "s1", principal: "user:alice", capsule: "orchestrator" },
-      { timeoutMs: 20_000 },
-    );
-    const token = await mintToken(
-      {
-        sub: "user:alice",
-        res: ["topic:llm.v1.chat.*"],
-        perm: ["publish"],
-        exp: Math.floor(Date.now() / 1000) + 600,
-      },
-      issuer,
-    );
-    const reply = await on.caller.request(`llm.v1.chat.${NAME}`, wire, {
-      timeoutMs: 20_000,
-      headers: { "astrid-token": token },
-    });
-    const deltasBeforeReply = deltas.length;
-    const env = decode(reply.data, { checkDeadline: false });
-    return { kind: env.kind, body: env.body as Record<string, unknown>, deltas, deltasBeforeReply };
-  } finally {
-    sub.unsubscribe();
-  }
-}
+const chat = (body: Omit<LlmChatRequest, "stream">, on: Rig = rig) => on.capsule.chat(NAME, body);
 
 const user = (text: string) => ({ role: "user" as const, content: text });
 const textOfDeltas = (deltas: LlmDelta[]) => deltas.map((d) => d.text ?? "").join("");
 
-/** A nats-server, the fake API and the capsule under a sidecar with the given env. */
+/** The fake API and the capsule under a sidecar with the given env. */
 async function startRig(env: Record<string, string>, fakeKey: string | undefined): Promise<Rig> {
-  const root = mkdtempSync(path.join(os.tmpdir(), "astrid-openai-"));
-  const workspace = path.join(root, "ws");
-  mkdirSync(workspace, { recursive: true });
   const fake = await startOpenAiFake(fakeKey);
-  const manifest = await loadManifest(DIR);
-  const acl = new IpcAcl(
-    { publish: manifest.capabilities.ipc_publish, subscribe: manifest.capabilities.ipc_subscribe },
-    { capsuleId: NAME },
-  );
-  const nats = await startNatsServer({
-    config: natsAuthorizationConfig([
-      natsUserConfig(NAME, PASSWORD, sidecarNatsPermissions(acl, NAME)),
-      natsUserConfig("caller", PASSWORD, {
-        publish: { allow: ["llm.v1.chat.*"] },
-        subscribe: { allow: ["_INBOX.caller.>"] },
-      }),
-    ]),
-  });
-  const connect = (u: string) =>
-    connectNatsBus({
-      servers: nats.url,
-      user: u,
-      pass: PASSWORD,
-      inboxPrefix: `_INBOX.${u}`,
-      onError: () => {},
+  try {
+    const capsule = await startProviderRig({
+      tmpPrefix: "astrid-openai-",
+      providers: [
+        {
+          name: NAME,
+          dir: DIR,
+          manifest: await loadManifest(DIR),
+          env: { OPENAI_COMPATIBLE_BASE_URL: `${fake.url}/`, ...env },
+        },
+      ],
     });
-  const caller = await connect("caller");
-  const bus = await connect(NAME);
-  const sidecar = await assembleSidecar({
-    packageDir: DIR,
-    manifest,
-    bus,
-    auditDir: path.join(root, "audit"),
-    identity: { key: identity, keyId: "openai-test" },
-    tokens: new TokenVerifier({
-      keys: new TrustedKeys([issuer.publicKey]),
-      revocations: new MemoryRevocationSet(),
-    }),
-    requireCallerToken: true,
-    mode: "autonomous",
-    workspace,
-    home: root,
-    stateDir: path.join(root, "state"),
-    env: { OPENAI_COMPATIBLE_BASE_URL: `${fake.url}/`, ...env },
-    logger: () => {},
-  });
-  // The handler's subscription must reach the server before the first request, or that request
-  // finds no responder.
-  await bus.flush();
-  return { nats, root, fake, buses: [caller, bus], caller, sidecar };
+    return { fake, capsule };
+  } catch (err) {
+    await fake.close();
+    throw err;
+  }
 }
 
 async function stopRig(r: Rig | undefined) {
-  if (!r) return;
-  await r.sidecar.close();
-  for (const b of r.buses) await b.close();
-  await r.fake.close();
-  await r.nats.dispose();
-  rmSync(r.root, { recursive: true, force: true });
+  await r?.capsule.close();
+  await r?.fake.close();
 }
 
 beforeAll(async () => {
@@ -399,16 +286,7 @@ describe("openai-compatible capsule", () => {
   });
 
   it("left an audit chain that verifies, with the stream inbox and http stream recorded", async () => {
-    const dir = path.join(rig.root, "audit");
-    const v = await verifyChain(dir, new AuditKeyring([["openai-test", identity]]));
-    expect(v.ok, v.ok ? "" : v.error.message).toBe(true);
-    const actions = readdirSync(dir)
-      .filter((f) => f.endsWith(".jsonl"))
-      .flatMap((f) => readFileSync(path.join(dir, f), "utf8").split("\n"))
-      .filter((l) => l.length > 0)
-      .map((l) => JSON.parse(l))
-      .filter((e) => e.type === "entry")
-      .map((e) => `${e.action} ${e.decision}`);
+    const actions = await rig.capsule.auditActions(NAME);
     expect(actions).toContain("llm.stream allow");
     expect(actions).toContain("net.http-open allow");
   });

@@ -1,36 +1,9 @@
-/**
- * The provider capsules end to end: `capsules/replay` and `capsules/anthropic` (QuickJS guests)
- * under real sidecars on a real nats-server with per-capsule users, called over the bus with a
- * capability token the way an orchestrator calls them. The anthropic capsule talks to a test
- * double of the Messages API that speaks its real wire format (fixtures/providers).
- *
- * What is shown: deltas reach the caller's stream inbox in seq order before the reply, and —
- * in the "gated" case — while the model is still producing (the fake sends its next event only
- * after the caller has seen the previous delta, so a sidecar that delivered deltas in one burst
- * at the end, upstream Astrid #1602, would deadlock); usage and integer cost; tool calls parsed
- * from input_json_delta fragments; each API failure an `error` reply with a clear message;
- * replay output marked as replay.
- */
-import { generateKeyPairSync } from "node:crypto";
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import os from "node:os";
+import { copyFileSync, mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AuditKeyring, verifyChain } from "../core/audit/index.js";
-import type { Bus, BusMessage } from "../core/bus/bus.js";
-import { connectNatsBus } from "../core/bus/nats.js";
-import { loadManifest, type Manifest, parseManifest } from "../core/manifest/index.js";
+import { loadManifest, parseManifest } from "../core/manifest/index.js";
 import { decode, encode } from "../core/protocol/envelope.js";
 import type { LlmChatRequest, LlmDelta } from "../core/protocol/messages.js";
-import { streamInbox } from "../core/protocol/topics.js";
-import { IpcAcl } from "../core/security/acl/ipc-acl.js";
-import { natsAuthorizationConfig, natsUserConfig } from "../core/security/acl/nats-permissions.js";
-import { generateIssuerKey, TrustedKeys } from "../core/security/tokens/keys.js";
-import { mintToken } from "../core/security/tokens/mint.js";
-import { MemoryRevocationSet } from "../core/security/tokens/revocation/memory-revocation-set.js";
-import { TokenVerifier } from "../core/security/tokens/verifier.js";
-import { type AssembledSidecar, assembleSidecar } from "../sidecar/assemble.js";
-import { sidecarNatsPermissions } from "../sidecar/nats-user.js";
 import {
   type AnthropicFake,
   PLAIN_TEXT,
@@ -38,14 +11,11 @@ import {
   TOOL_JSON,
   USAGE,
 } from "./fixtures/providers/anthropic-server.js";
-import { type NatsServerHandle, startNatsServer } from "./harness/nats-server.js";
+import { type ProviderRig, startProviderRig } from "./fixtures/providers/provider-rig.js";
 
 const REPLAY_DIR = path.resolve("capsules/replay");
 const ANTHROPIC_DIR = path.resolve("capsules/anthropic");
 const TEST_MANIFEST = path.resolve("test/fixtures/providers/anthropic.Capsule.toml");
-const issuer = generateIssuerKey();
-const identity = generateKeyPairSync("ed25519").privateKey;
-const PASSWORD = "pw";
 const API_KEY = "sk-ant-test-key";
 /** µUSD per million tokens; chosen so the cost needs rounding up. */
 const PRICES = {
@@ -61,73 +31,13 @@ const PRICES = {
   "fake-stream-error": { inputPerMTok: 1, outputPerMTok: 1 },
 };
 
-interface Rig {
-  nats: NatsServerHandle;
-  root: string;
-  fake: AnthropicFake;
-  caller: Bus;
-  buses: Bus[];
-  sidecars: AssembledSidecar[];
-}
-let rig: Rig;
-
-interface Outcome {
-  kind: string;
-  body: Record<string, unknown>;
-  deltas: LlmDelta[];
-  /** How many deltas had arrived when the reply did. */
-  deltasBeforeReply: number;
-}
-
-async function chat(
+let fake: AnthropicFake;
+let rig: ProviderRig;
+const chat = (
   provider: string,
   body: Omit<LlmChatRequest, "stream">,
-  opts: { stream?: boolean; onDelta?: (d: LlmDelta) => void } = {},
-): Promise<Outcome> {
-  const deltas: LlmDelta[] = [];
-  const inbox = streamInbox("_INBOX.caller");
-  const sub =
-    opts.stream === false
-      ? undefined
-      : rig.caller.subscribe(inbox, (m: BusMessage) => {
-          const env = decode(m.data, { checkDeadline: false });
-          expect(env.kind).toBe("llm.delta");
-          const d = env.body as LlmDelta;
-          deltas.push(d);
-          opts.onDelta?.(d);
-        });
-  try {
-    const wire = encode(
-      "llm.chat.request",
-      { ...body, ...(sub ? { stream: inbox } : {}) },
-      { session: "s1", principal: "user:alice", capsule: "orchestrator" },
-      { timeoutMs: 20_000 },
-    );
-    const token = await mintToken(
-      {
-        sub: "user:alice",
-        res: ["topic:llm.v1.chat.*"],
-        perm: ["publish"],
-        exp: Math.floor(Date.now() / 1000) + 600,
-      },
-      issuer,
-    );
-    const reply = await rig.caller.request(`llm.v1.chat.${provider}`, wire, {
-      timeoutMs: 20_000,
-      headers: { "astrid-token": token },
-    });
-    const deltasBeforeReply = deltas.length;
-    const env = decode(reply.data, { checkDeadline: false });
-    return {
-      kind: env.kind,
-      body: env.body as Record<string, unknown>,
-      deltas,
-      deltasBeforeReply,
-    };
-  } finally {
-    sub?.unsubscribe();
-  }
-}
+  opts?: { stream?: boolean; onDelta?: (d: LlmDelta) => void },
+) => rig.chat(provider, body, opts);
 
 const user = (text: string) => ({ role: "user" as const, content: text });
 
@@ -136,89 +46,37 @@ function textOfDeltas(deltas: LlmDelta[]): string {
 }
 
 beforeAll(async () => {
-  const root = mkdtempSync(path.join(os.tmpdir(), "astrid-providers-"));
-  const workspace = path.join(root, "ws");
-  mkdirSync(path.join(workspace, ".astrid", "replay"), { recursive: true });
-  copyFileSync(
-    path.join(REPLAY_DIR, "transcript.jsonl"),
-    path.join(workspace, ".astrid", "replay", "transcript.jsonl"),
-  );
-  const fake = await startAnthropicFake(API_KEY);
-  const manifests: [string, Manifest, string, Record<string, string>][] = [
-    ["replay", await loadManifest(REPLAY_DIR), REPLAY_DIR, {}],
-    [
-      "anthropic",
-      parseManifest(readFileSync(TEST_MANIFEST, "utf8"), TEST_MANIFEST),
-      ANTHROPIC_DIR,
+  fake = await startAnthropicFake(API_KEY);
+  rig = await startProviderRig({
+    tmpPrefix: "astrid-providers-",
+    prepareWorkspace: (workspace) => {
+      mkdirSync(path.join(workspace, ".astrid", "replay"), { recursive: true });
+      copyFileSync(
+        path.join(REPLAY_DIR, "transcript.jsonl"),
+        path.join(workspace, ".astrid", "replay", "transcript.jsonl"),
+      );
+    },
+    providers: [
+      { name: "replay", dir: REPLAY_DIR, manifest: await loadManifest(REPLAY_DIR), env: {} },
       {
-        ANTHROPIC_API_KEY: API_KEY,
-        ANTHROPIC_BASE_URL: fake.url,
-        ANTHROPIC_PRICES: JSON.stringify(PRICES),
-        ANTHROPIC_MAX_ATTEMPTS: "3",
-        ANTHROPIC_RETRY_BASE_MS: "5",
+        name: "anthropic",
+        dir: ANTHROPIC_DIR,
+        manifest: parseManifest(readFileSync(TEST_MANIFEST, "utf8"), TEST_MANIFEST),
+        env: {
+          ANTHROPIC_API_KEY: API_KEY,
+          ANTHROPIC_BASE_URL: fake.url,
+          ANTHROPIC_PRICES: JSON.stringify(PRICES),
+          ANTHROPIC_MAX_ATTEMPTS: "3",
+          ANTHROPIC_RETRY_BASE_MS: "5",
+        },
       },
     ],
-  ];
-  const users = manifests.map(([name, m]) => {
-    const acl = new IpcAcl(
-      { publish: m.capabilities.ipc_publish, subscribe: m.capabilities.ipc_subscribe },
-      { capsuleId: name },
-    );
-    return natsUserConfig(name, PASSWORD, sidecarNatsPermissions(acl, name));
   });
-  users.push(
-    natsUserConfig("caller", PASSWORD, {
-      publish: { allow: ["llm.v1.chat.*"] },
-      subscribe: { allow: ["_INBOX.caller.>"] },
-    }),
-  );
-  const nats = await startNatsServer({ config: natsAuthorizationConfig(users) });
-  const connect = (u: string) =>
-    connectNatsBus({
-      servers: nats.url,
-      user: u,
-      pass: PASSWORD,
-      inboxPrefix: `_INBOX.${u}`,
-      onError: () => {},
-    });
-  const caller = await connect("caller");
-  const tokens = new TokenVerifier({
-    keys: new TrustedKeys([issuer.publicKey]),
-    revocations: new MemoryRevocationSet(),
-  });
-  const buses: Bus[] = [caller];
-  const sidecars: AssembledSidecar[] = [];
-  for (const [name, manifest, dir, env] of manifests) {
-    const bus = await connect(name);
-    buses.push(bus);
-    sidecars.push(
-      await assembleSidecar({
-        packageDir: dir,
-        manifest,
-        bus,
-        auditDir: path.join(root, "audit", name),
-        identity: { key: identity, keyId: "providers-test" },
-        tokens,
-        requireCallerToken: true,
-        mode: "autonomous",
-        workspace,
-        home: root,
-        stateDir: path.join(root, "state", name),
-        env,
-        logger: () => {},
-      }),
-    );
-  }
-  rig = { nats, root, fake, caller, buses, sidecars };
 }, 60_000);
 
 afterAll(async () => {
-  if (!rig) return;
-  for (const s of rig.sidecars) await s.close();
-  for (const b of rig.buses) await b.close();
-  await rig.fake.close();
-  await rig.nats.dispose();
-  rmSync(rig.root, { recursive: true, force: true });
+  await rig?.close();
+  await fake?.close();
 });
 
 describe("replay capsule", () => {
@@ -277,26 +135,17 @@ describe("replay capsule", () => {
       { session: "s1", principal: "user:alice", capsule: "orchestrator" },
       { timeoutMs: 20_000 },
     );
-    const token = await mintToken(
-      {
-        sub: "user:alice",
-        res: ["topic:llm.v1.chat.*"],
-        perm: ["publish"],
-        exp: Math.floor(Date.now() / 1000) + 600,
-      },
-      issuer,
-    );
-    const before = rig.fake.requests.length;
+    const before = fake.requests.length;
     const reply = await rig.caller.request("llm.v1.chat.replay", wire, {
       timeoutMs: 20_000,
-      headers: { "astrid-token": token },
+      headers: { "astrid-token": rig.callerToken() },
     });
     expect(decode(reply.data, { checkDeadline: false }).body).toEqual({
       code: "denied",
       message:
         'replay.chat: HostError: acl: stream subject "llm.v1.chat.anthropic" is not a stream inbox (_INBOX.*.stream.>); deltas go to inboxes only',
     });
-    expect(rig.fake.requests.length).toBe(before);
+    expect(fake.requests.length).toBe(before);
   });
 
   it("answers without streaming when the request names no stream inbox", async () => {
@@ -310,18 +159,18 @@ describe("anthropic capsule", () => {
   // react sends temperature 0 so the cache may store its steps: a falsy 0 must reach the wire,
   // not be dropped (the server's default temperature is not deterministic).
   it("passes temperature 0 through to the wire", async () => {
-    const before = rig.fake.requests.length;
+    const before = fake.requests.length;
     const r = await chat("anthropic", {
       model: "fake-plain",
       messages: [user("hi")],
       temperature: 0,
     });
     expect(r.kind, JSON.stringify(r.body)).toBe("llm.chat.response");
-    expect(rig.fake.requests[before]!.body.temperature).toBe(0);
+    expect(fake.requests[before]!.body.temperature).toBe(0);
   });
 
   it("maps the request to the Messages API and streams the text back in order", async () => {
-    const before = rig.fake.requests.length;
+    const before = fake.requests.length;
     const r = await chat("anthropic", {
       model: "fake-plain",
       messages: [
@@ -348,7 +197,7 @@ describe("anthropic capsule", () => {
       stopSequences: ["END"],
     });
     expect(r.kind, JSON.stringify(r.body)).toBe("llm.chat.response");
-    const sent = rig.fake.requests[before]!;
+    const sent = fake.requests[before]!;
     expect(sent.headers["x-api-key"]).toBe(API_KEY);
     expect(sent.headers["anthropic-version"]).toBe("2023-06-01");
     expect(sent.body).toEqual({
@@ -401,7 +250,7 @@ describe("anthropic capsule", () => {
     let count = 0;
     // The fake sends text delta i only once the caller holds delta i-1: deltas held back until
     // the end of the call would leave this waiting until the request timed out.
-    rig.fake.beforeGatedDelta = (i) =>
+    fake.beforeGatedDelta = (i) =>
       new Promise<void>((resolve) => {
         if (count >= i) resolve();
         else seen.push((n) => n >= i && resolve());
@@ -440,18 +289,18 @@ describe("anthropic capsule", () => {
   });
 
   it("retries a 429 after its retry-after and prices the answer, rounding up", async () => {
-    const before = rig.fake.hits("rate-limited");
+    const before = fake.hits("rate-limited");
     const r = await chat("anthropic", { model: "fake-rate-limited", messages: [user("hi")] });
-    expect(rig.fake.hits("rate-limited") - before).toBe(2);
+    expect(fake.hits("rate-limited") - before).toBe(2);
     // 1234 × 1,000,001 + 56 × 5,000,003 = 1,514,001,402 → 1515 µUSD (rounded up from 1514.0014).
     expect(r.body.usage).toEqual({ inputTokens: 1234, outputTokens: 56, costMicroUsd: 1515 });
     expect(r.body.content).toEqual([{ type: "text", text: PLAIN_TEXT.join("") }]);
   });
 
   it("gives up on 529 after the configured attempts with the API's error", async () => {
-    const before = rig.fake.hits("overloaded");
+    const before = fake.hits("overloaded");
     const r = await chat("anthropic", { model: "fake-overloaded", messages: [user("hi")] });
-    expect(rig.fake.hits("overloaded") - before).toBe(3);
+    expect(fake.hits("overloaded") - before).toBe(3);
     expect(r.kind).toBe("error");
     expect(r.body).toEqual({
       code: "unavailable",
@@ -502,13 +351,13 @@ describe("anthropic capsule", () => {
   });
 
   it("refuses a model missing from the price table before calling the API", async () => {
-    const before = rig.fake.requests.length;
+    const before = fake.requests.length;
     const r = await chat("anthropic", { model: "claude-unpriced", messages: [user("hi")] });
     expect(r.body.code).toBe("invalid");
     expect(String(r.body.message)).toContain(
       'anthropic: no price for model "claude-unpriced" in ANTHROPIC_PRICES',
     );
-    expect(rig.fake.requests.length).toBe(before);
+    expect(fake.requests.length).toBe(before);
   });
 
   it("ships the same manifest as the test copy, except the network grant", async () => {
@@ -522,18 +371,8 @@ describe("anthropic capsule", () => {
   });
 
   it("left audit chains that verify, with each stream inbox and http stream recorded", async () => {
-    const keyring = new AuditKeyring([["providers-test", identity]]);
     for (const name of ["replay", "anthropic"]) {
-      const dir = path.join(rig.root, "audit", name);
-      const v = await verifyChain(dir, keyring);
-      expect(v.ok, `${name}: ${v.ok ? "" : v.error.message}`).toBe(true);
-      const actions = readdirSync(dir)
-        .filter((f) => f.endsWith(".jsonl"))
-        .flatMap((f) => readFileSync(path.join(dir, f), "utf8").split("\n"))
-        .filter((l) => l.length > 0)
-        .map((l) => JSON.parse(l))
-        .filter((e) => e.type === "entry")
-        .map((e) => `${e.action} ${e.decision}`);
+      const actions = await rig.auditActions(name);
       expect(actions).toContain("llm.stream allow");
       if (name === "anthropic") expect(actions).toContain("net.http-open allow");
     }
