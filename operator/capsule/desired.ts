@@ -12,13 +12,13 @@
 import { createHash } from "node:crypto";
 import { isIP } from "node:net";
 import type { NetRule } from "../../core/manifest/capability-rules.js";
-import { parseManifest } from "../../core/manifest/parse.js";
 import type { Capsule } from "../api/capsule.js";
 import { ISSUER_PEM, REVOCATION_BUCKET, TRUST_CONFIGMAP, TRUST_DIR } from "../identity/issuer.js";
 import { KEY_PEM } from "../identity/key-secret.js";
 import { NATS_CREDS_KEY, NATS_DIR, NATS_USER_ANNOTATION, type NatsPodUser } from "../nats/names.js";
 import { controllerRef } from "../runtime/owner.js";
 import type { KubeObject, OwnerReference } from "../runtime/rest.js";
+import { manifestOf } from "./manifest-cache.js";
 
 export const CONFIG_HASH_ANNOTATION = "astrid.dev/config-hash";
 export const UNENFORCED_HOSTS_ANNOTATION = "astrid.dev/unenforced-hosts";
@@ -224,7 +224,7 @@ export function capsulePodParts(
   if (wired.length > 0) sidecarEnv.push({ name: "ASTRID_BINDINGS", value: wired.join(",") });
   // A capsule with kv buckets (a cache) keeps them in JetStream: its replicas and restarts
   // share one store, where a pod's memory would start empty and differ between replicas.
-  if (parseManifest(capsule.spec.manifest).capabilities.kv.length > 0) {
+  if ((manifestOf(capsule)?.capabilities.kv.length ?? 0) > 0) {
     sidecarEnv.push({ name: "ASTRID_KV_KIND", value: "jetstream" });
   }
 

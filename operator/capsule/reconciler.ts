@@ -12,7 +12,6 @@ import {
   GraphError,
   resolveGraph,
 } from "../../core/manifest/graph.js";
-import type { Manifest } from "../../core/manifest/index.js";
 import { parseManifest } from "../../core/manifest/parse.js";
 import type { Capsule } from "../api/capsule.js";
 import {
@@ -41,6 +40,7 @@ import {
   podLabels,
 } from "./desired.js";
 import type { CapsuleIdentities } from "./identity-secret.js";
+import { manifestOf } from "./manifest-cache.js";
 import { Capsules, NetworkPolicies, StatefulSets } from "./resources.js";
 import { missingSecretRefs, type SecretKeys } from "./secret-refs.js";
 
@@ -192,28 +192,6 @@ async function applyIfChanged(client: Client, type: ResourceType, desired: KubeO
   const current = client.get(type, desired.metadata?.namespace, desired.metadata?.name ?? "");
   if (current && isSubset(desired, current)) return;
   await client.apply(type, desired);
-}
-
-/**
- * Parsed manifests by cached object: the informer replaces an object on every change, so its
- * identity is its version, and a WeakMap forgets it with the object. Without it every
- * reconcile re-parsed every other Capsule of the namespace (O(n) parses, ~170 µs each).
- */
-const parsedByObject = new WeakMap<object, Manifest | null>();
-
-/** The Capsule's manifest, parsed once per object version; undefined when it does not parse. */
-function manifestOf(obj: KubeObject): Manifest | undefined {
-  let parsed = parsedByObject.get(obj);
-  if (parsed === undefined) {
-    const text = (obj.spec as { manifest?: unknown } | undefined)?.manifest;
-    try {
-      parsed = typeof text === "string" ? parseManifest(text) : null;
-    } catch {
-      parsed = null;
-    }
-    parsedByObject.set(obj, parsed);
-  }
-  return parsed ?? undefined;
 }
 
 /** A Capsule whose pods can never start (invalid manifest, refused env, unfetchable package) exports nothing. */

@@ -24,6 +24,7 @@ import {
   type ConditionInput as GenericConditionInput,
   withTimes,
 } from "../api/common.js";
+import { manifestOf } from "../capsule/manifest-cache.js";
 import { Capsules } from "../capsule/resources.js";
 import type { NatsPodUser } from "../nats/names.js";
 import { sessionNatsSecretName, sessionNatsUserSpec } from "../nats/session-user.js";
@@ -360,7 +361,8 @@ export function sessionReconciler(
     try {
       const parsed: SessionCapsule[] = capsules.map((c) => ({
         name: c.name,
-        manifest: parseManifest((c.obj as Capsule).spec.manifest),
+        // The memoised parse; a manifest that does not parse is parsed again for its error.
+        manifest: manifestOf(c.obj as Capsule) ?? parseManifest((c.obj as Capsule).spec.manifest),
       }));
       const bindings = orchestratorBindings(session, parsed);
       const orchestrator = capsules.find((c) => c.name === session.spec.orchestrator)
