@@ -233,6 +233,11 @@ export function sessionReconciler(
       const c = conditionOf(session, type);
       return c && { type, status: c.status, reason: c.reason, message: c.message };
     };
+    /** The lifecycle conditions as they stand, to write back unchanged beside a new one. */
+    const currentLifecycle = (): ConditionInput[] =>
+      (["Accepted", "Ready", "Running", "Succeeded", "Failed"] as const)
+        .map(current)
+        .filter((c): c is ConditionInput => c !== undefined);
 
     if (session.metadata.deletionTimestamp) {
       if (!finalizers.includes(SESSION_FINALIZER)) return undefined;
@@ -248,9 +253,7 @@ export function sessionReconciler(
             String(session.metadata.uid ?? ""),
           );
         } catch (err) {
-          const keep = (["Accepted", "Ready", "Running", "Succeeded", "Failed"] as const)
-            .map(current)
-            .filter((c): c is ConditionInput => c !== undefined);
+          const keep = currentLifecycle();
           await writeStatus([
             ...keep,
             {
@@ -290,9 +293,7 @@ export function sessionReconciler(
     if (isFinished(session)) {
       // A finished run is history: its conditions stay as they were, whatever the capsules
       // do now; only the pending count moves and the TTL runs.
-      const keep = (["Accepted", "Ready", "Running", "Succeeded", "Failed"] as const)
-        .map(current)
-        .filter((c): c is ConditionInput => c !== undefined);
+      const keep = currentLifecycle();
       const {
         conditions: _c,
         observedGeneration: _g,
